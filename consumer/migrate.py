@@ -1,0 +1,94 @@
+"""`taskledger migrate`: create the database if missing, then upgrade to head."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+
+import migrations
+from consumer.db import translate_errors
+from consumer.db_url import asyncpg_dsn, database_name, with_database
+from consumer.settings import Settings
+
+
+def alembic_config(dsn: str, *, output_buffer: io.StringIO | None = None) -> Config:
+    """Build the Alembic configuration in code (no ini file needed once installed).
+
+    The application role's name comes from ``TASKLEDGER_APP_ROLE`` (migration 005).
+    """
+    cfg = Config(output_buffer=output_buffer) if output_buffer is not None else Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.attributes["url"] = dsn
+    return cfg
+
+
+async def ensure_database(dsn: str) -> bool:
+    """Create the database named in ``dsn`` if it does not exist; True if created.
+
+    Raises :class:`~consumer.exceptions.DatabaseUnavailable` if the server is not reachable.
+    """
+    name = database_name(dsn)
+    with translate_errors():
+        try:
+            conn = await asyncpg.connect(asyncpg_dsn(dsn))
+        except asyncpg.InvalidCatalogNameError:
+            pass
+        else:
+            await conn.close()
+            return False
+        admin = await asyncpg.connect(asyncpg_dsn(with_database(dsn, "postgres")))
+        try:
+            quoted = '"' + name.replace('"', '""') + '"'
+            try:
+                await admin.execute(f"CREATE DATABASE {quoted}")
+            except asyncpg.DuplicateDatabaseError:
+                return False
+        finally:
+            await admin.close()
+    return True
+
+
+async def set_app_role_password(dsn: str, role: str, password: str) -> None:
+    """Let the application role log in with ``password`` (owner privileges needed)."""
+    with translate_errors():
+        conn = await asyncpg.connect(asyncpg_dsn(dsn))
+        try:
+            quoted_pw = "'" + password.replace("'", "''") + "'"
+            await conn.execute(f"ALTER ROLE {role} LOGIN PASSWORD {quoted_pw}")
+        finally:
+            await conn.close()
+
+
+def upgrade(dsn: str, revision: str = "head") -> None:
+    """Upgrade the database at ``dsn`` to ``revision`` (in a worker thread's own loop)."""
+    command.upgrade(alembic_config(dsn), revision)
+
+
+def downgrade(dsn: str, revision: str = "base") -> None:
+    """Downgrade the database at ``dsn`` to ``revision``."""
+    command.downgrade(alembic_config(dsn), revision)
+
+
+def offline_sql(dsn: str, revision: str = "head") -> str:
+    """Return the SQL that upgrading from empty to ``revision`` would run."""
+    buf = io.StringIO()
+    command.upgrade(alembic_config(dsn, output_buffer=buf), revision, sql=True)
+    return buf.getvalue()
+
+
+def migrate(settings: Settings) -> bool:
+    """Create the database if needed and upgrade it to head; True if it was created."""
+    created = asyncio.run(ensure_database(settings.owner_dsn))
+    upgrade(settings.owner_dsn)
+    if settings.app_role_password is not None:
+        asyncio.run(
+            set_app_role_password(
+                settings.owner_dsn, settings.app_role, settings.app_role_password.get_secret_value()
+            )
+        )
+    return created

@@ -1,0 +1,279 @@
+"""SQLAlchemy 2 typed models: the one description of the schema.
+
+Alembic's environment takes its metadata from here and a migration test proves the
+migrated database and these models agree. Triggers, functions and grants live in the
+migrations (SQL); the names of those objects are kept in :mod:`consumer.schema_sql`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TASK_STATUSES = ("pending", "approved", "executing", "completed", "failed", "rejected")
+TERMINAL_STATUSES = ("completed", "failed", "rejected")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    """Declarative base carrying the constraint naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    def __repr__(self) -> str:
+        pk = ", ".join(f"{c.key}={getattr(self, c.key, None)!r}" for c in self.__table__.primary_key)
+        return f"<{type(self).__name__} {pk}>"
+
+
+TZ = DateTime(timezone=True)
+
+
+class Task(Base):
+    """One task: the projection of its lifecycle events (furthest state seen)."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint(_in("status", TASK_STATUSES), name="status"),
+        Index("ix_tasks_created_at", "created_at"),
+        Index("ix_tasks_status", "status"),
+        Index("idx_tasks_status_created_at", "status", text("created_at DESC")),
+        Index("idx_tasks_services_touched", "services_touched", postgresql_using="gin"),
+        Index("ix_tasks_created_at_task_id", "created_at", "task_id"),
+    )
+
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    request_text: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(Text)
+    project_id: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    services_requested: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    agent_id: Mapped[str | None] = mapped_column(Text)
+    agent_type: Mapped[str | None] = mapped_column(String(16))
+    approved_by: Mapped[str | None] = mapped_column(Text)
+    approved_at: Mapped[datetime | None] = mapped_column(TZ)
+    started_at: Mapped[datetime | None] = mapped_column(TZ)
+    completed_at: Mapped[datetime | None] = mapped_column(TZ)
+    rejected_reason: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # 004_audit_columns
+    services_touched: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]")
+    )
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    suggestions: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    estimated_resources: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    actual_resources: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    external_ai_used: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
+    error_type: Mapped[str | None] = mapped_column(Text)
+    error_cause: Mapped[str | None] = mapped_column(String(16))
+    failed_step: Mapped[int | None] = mapped_column(Integer)
+    resource_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    updated_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class ExecutionLog(Base):
+    """One `task.step` event of a task (append-only)."""
+
+    __tablename__ = "execution_logs"
+    __table_args__ = (
+        CheckConstraint(_in("status", ("running", "completed", "failed")), name="status"),
+        Index("ix_execution_logs_task_id", "task_id", "step_number"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tasks.task_id"))
+    step_number: Mapped[int] = mapped_column(Integer)
+    agent_type: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    output_summary: Mapped[str | None] = mapped_column(String(500))
+    output_full: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    recorded_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class LedgerEvent(Base):
+    """Every accepted event, stored once, keyed by its CloudEvents id (the inbox)."""
+
+    __tablename__ = "event_ledger"
+    __table_args__ = (
+        Index("ix_event_ledger_task_id", "task_id", "seq"),
+        Index("ix_event_ledger_event_type_received_at", "event_type", "received_at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    event_type: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    event_time: Mapped[datetime] = mapped_column(TZ)
+    received_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    schema_version: Mapped[int] = mapped_column(SmallInteger)
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # set when a second terminal event arrives for a task that already has one
+    conflict_with: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class AgentCapacity(Base):
+    """Each agent's capacity as last reported, minus what was reserved since."""
+
+    __tablename__ = "agent_capacity"
+    __table_args__ = (Index("ix_agent_capacity_agent_type", "agent_type", "reported_at"),)
+
+    agent_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    agent_type: Mapped[str] = mapped_column(String(16))
+    free_gpu_vram_mb: Mapped[int] = mapped_column(Integer)
+    free_cpu_cores: Mapped[float] = mapped_column(Float)
+    free_memory_mb: Mapped[int] = mapped_column(Integer)
+    load_pct: Mapped[float] = mapped_column(Float)
+    accepting: Mapped[bool] = mapped_column(Boolean)
+    reported_at: Mapped[datetime] = mapped_column(TZ)
+    report_event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    received_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    reserved_gpu_vram_mb: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    reserved_cpu_cores: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    reserved_memory_mb: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class OutboxMessage(Base):
+    """A message to publish; written in the same transaction as the decision behind it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    exchange: Mapped[str] = mapped_column(Text)
+    routing_key: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(Text)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    sent_at: Mapped[datetime | None] = mapped_column(TZ)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class OperatorAction(Base):
+    """What an operator did (replay, export, purge, pause, resume, force), append-only."""
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (Index("ix_operator_actions_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class DispatchHold(Base):
+    """A manual hold on dispatch: all of it (key ``all``) or one task (key ``task:<id>``)."""
+
+    __tablename__ = "dispatch_holds"
+    __table_args__ = (CheckConstraint(_in("scope", ("all", "task")), name="scope"),)
+
+    hold_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    reason: Mapped[str | None] = mapped_column(Text)
+    resume_after: Mapped[datetime | None] = mapped_column(TZ)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class PauseQueueEntry(Base):
+    """A dispatch request waiting for capacity or for an operator."""
+
+    __tablename__ = "pause_queue"
+    __table_args__ = (
+        CheckConstraint(_in("reason", ("insufficient_capacity", "manual_pause")), name="reason"),
+        CheckConstraint("priority BETWEEN 1 AND 5", name="priority"),
+        Index("idx_pause_queue_resume", "resume_after", "priority"),
+        Index("ix_pause_queue_agent_type_priority", "agent_type", "priority", "paused_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    work_plan_json: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(String(32))
+    paused_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    resume_after: Mapped[datetime | None] = mapped_column(TZ)
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default=text("3"))
+    agent_type: Mapped[str] = mapped_column(String(16))
+    required_gpu_vram_mb: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    required_cpu_cores: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    required_memory_mb: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    not_before: Mapped[datetime | None] = mapped_column(TZ)
+    request_event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+
+
+class PauseHistory(Base):
+    """Append-only history of pause-queue transitions and what triggered each release."""
+
+    __tablename__ = "pause_history"
+    __table_args__ = (
+        CheckConstraint(
+            _in("action", ("paused", "released", "held", "unheld")), name="action"
+        ),
+        Index("ix_pause_history_task_id", "task_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    trigger: Mapped[str | None] = mapped_column(String(16))
+    agent_id: Mapped[str | None] = mapped_column(Text)
+    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+#: Tables whose rows can never be updated or deleted (enforced by triggers).
+APPEND_ONLY_TABLES = ("event_ledger", "execution_logs", "pause_history", "operator_actions")

@@ -1,0 +1,94 @@
+"""Settings, read from the environment (``TASKLEDGER_*``) with local defaults."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to log or print)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+def redact_text(text: str) -> str:
+    """Redact every URL password found anywhere in ``text`` (error messages, tracebacks)."""
+    return redact_url(text)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Environment variables are ``TASKLEDGER_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKLEDGER_", extra="ignore")
+
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@127.0.0.1:5432/taskledger"),
+        description="PostgreSQL URL the service connects with (the app role in production).",
+    )
+    migration_database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL of the owner role that runs migrations (default: database_url).",
+    )
+    amqp_url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        description="RabbitMQ URL.",
+    )
+    prefix: str = Field(default="taskledger", description="Prefix of every exchange and queue.")
+
+    # audit consumer batching
+    prefetch: int = Field(default=2000, ge=1, description="Unacknowledged deliveries per consumer.")
+    batch_size: int = Field(default=500, ge=1, description="Flush a write batch at this many events.")
+    batch_linger_ms: int = Field(default=20, ge=0, description="Flush a partial batch after this long.")
+    retry_delays_ms: list[int] = Field(
+        default=[1000, 10000, 60000],
+        description="Delays of the retry queues for failures that may pass.",
+    )
+    delivery_limit: int = Field(default=20, ge=1, description="Quorum-queue delivery limit.")
+    shutdown_timeout_s: float = Field(default=15.0, gt=0, description="Graceful stop budget.")
+    db_retry_max_backoff_s: float = Field(default=5.0, gt=0)
+    orphan_after_s: float = Field(default=600.0, gt=0, description="Events waiting longer are orphans.")
+
+    # capacity handler
+    capacity_freshness_s: float = Field(default=30.0, gt=0, description="Older reports count as none.")
+    pause_threshold_pct: float = Field(default=80.0, ge=0, le=100)
+    stale_after_s: float = Field(default=900.0, gt=0, description="Executing tasks silent this long.")
+    timer_interval_s: float = Field(default=1.0, gt=0, description="Pause-queue timer period.")
+    outbox_interval_s: float = Field(default=0.5, gt=0, description="Outbox relay poll period.")
+
+    # operations
+    metrics_port: int | None = Field(default=None, description="Serve Prometheus metrics here.")
+    log_json: bool = Field(default=False, description="Log JSON lines instead of text.")
+    log_level: str = Field(default="INFO")
+    api_token: SecretStr | None = Field(default=None, description="Bearer token for mutating API calls.")
+    operator: str | None = Field(default=None, description="Operator name recorded for actions.")
+    app_role: str = Field(default="taskledger_app", description="Least-privilege role of the service.")
+    app_role_password: SecretStr | None = Field(
+        default=None, description="If set, `migrate` makes the app role able to log in with it."
+    )
+
+    @property
+    def dsn(self) -> str:
+        """The service's PostgreSQL DSN (contains the password: never log it)."""
+        return self.database_url.get_secret_value()
+
+    @property
+    def owner_dsn(self) -> str:
+        """The migration (owner) DSN, defaulting to the service's."""
+        url = self.migration_database_url or self.database_url
+        return url.get_secret_value()
+
+    @property
+    def amqp(self) -> str:
+        """The RabbitMQ URL (contains the password: never log it)."""
+        return self.amqp_url.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Alembic environment and the revision chain of the taskledger schema."""
