@@ -1,0 +1,146 @@
+"""The `taskledger` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from consumer import logs
+from consumer.cli_common import EXIT_UNAVAILABLE, console, fail, load_settings, run
+from consumer.exceptions import DatabaseUnavailable
+
+app = typer.Typer(
+    name="taskledger",
+    help="Audit and admission service for fleets of automation agents.\n\n"
+    "Settings come from TASKLEDGER_* environment variables (see README, 'Configuration').",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+schema_app = typer.Typer(help="The wire contract's JSON Schema files.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+
+class Only(str, Enum):
+    """Which handler `run` hosts."""
+
+    audit = "audit"
+    capacity = "capacity"
+
+
+@app.command()
+def migrate(
+    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of running it.")] = False,
+) -> None:
+    """Create the database if it is missing and upgrade it to the newest schema.
+
+    Uses TASKLEDGER_MIGRATION_DATABASE_URL (the owner role) if set, else
+    TASKLEDGER_DATABASE_URL. With TASKLEDGER_APP_ROLE_PASSWORD set, the least-privilege
+    role the service connects as (TASKLEDGER_APP_ROLE, default taskledger_app) may log in.
+    """
+    from consumer import migrate as migration
+
+    settings = load_settings()
+    if sql:
+        sys.stdout.write(migration.offline_sql(settings.owner_dsn))
+        return
+    try:
+        created = migration.migrate(settings)
+    except DatabaseUnavailable as exc:
+        fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNAVAILABLE)
+    except OSError as exc:
+        fail(f"cannot reach PostgreSQL: {exc}", EXIT_UNAVAILABLE)
+    what = "created and migrated" if created else "migrated"
+    console.print(f"database {what} to the newest schema")
+
+
+@app.command("run")
+def run_cmd(
+    only: Annotated[
+        Only | None, typer.Option(help="Host only this handler (default: both).")
+    ] = None,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Exit once the queues are empty and the outbox drained.")
+    ] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
+    log_json: Annotated[
+        bool | None, typer.Option("--log-json/--log-text", help="Log JSON lines (default: text).")
+    ] = None,
+) -> None:
+    """Run the service: consume the audit and capacity queues until SIGTERM/SIGINT.
+
+    On SIGTERM/SIGINT it stops taking deliveries, commits and acknowledges what it holds,
+    and exits 0 within TASKLEDGER_SHUTDOWN_TIMEOUT_S.
+    """
+    from consumer import metrics
+    from consumer.service import run_service
+
+    settings = load_settings(metrics_port=metrics_port, log_json=log_json)
+    logs.configure(settings.log_level, settings.log_json)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+    run(run_service(settings, only=only.value if only else None, burst=burst))
+
+
+@app.command()
+def simulate(
+    tasks: Annotated[int, typer.Option(min=1, help="Task lifecycles to publish.")] = 200,
+    agents: Annotated[int, typer.Option(min=1, help="Fake agents.")] = 6,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Messages per second (0: as fast as confirms allow).")
+    ] = 0,
+    duplicates: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of messages published twice.")
+    ] = 0.05,
+    reorder: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of tasks whose events are shuffled.")
+    ] = 0.1,
+    poison: Annotated[int, typer.Option(min=0, help="Invalid messages mixed in.")] = 5,
+    seed: Annotated[int | None, typer.Option(help="Random seed (repeatable traffic).")] = None,
+) -> None:
+    """Publish realistic traffic from fake agents and an orchestrator (with confirms).
+
+    Full lifecycles with steps, failures of every cause, homelab services, capacity
+    reports, dispatch requests, duplicates, reordering and a few poison messages.
+    """
+    from consumer.simulate import SimulationConfig, simulate_traffic
+
+    settings = load_settings()
+    config = SimulationConfig(
+        tasks=tasks, agents=agents, rate=rate, duplicate_share=duplicates,
+        reorder_share=reorder, poison=poison, seed=seed,
+    )  # fmt: skip
+    stats = run(simulate_traffic(settings, config, show_progress=True))
+    console.print(stats.render())
+
+
+@schema_app.command("export")
+def schema_export(
+    out: Annotated[
+        Path | None, typer.Option(help="Directory (default: contracts/schemas in the package).")
+    ] = None,
+) -> None:
+    """Write the JSON Schema of the envelope and of every event type."""
+    from contracts.export import export_schemas
+
+    target = out or Path(__file__).resolve().parent.parent / "contracts" / "schemas"
+    written = export_schemas(target)
+    console.print(f"wrote {len(written)} schema files to {target}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,69 @@
+"""The event ledger: every accepted event stored once, keyed by its CloudEvents id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from consumer import metrics
+from consumer.db import q
+from contracts import TERMINAL_EVENT_TYPES, Event
+
+
+def task_lock_key(task_id: uuid.UUID) -> int:
+    """The advisory-lock key that serialises writers of one task."""
+    return int.from_bytes(task_id.bytes[:8], "big", signed=True)
+
+
+async def _conflicts(conn: asyncpg.Connection, events: Sequence[Event]) -> dict[uuid.UUID, uuid.UUID]:
+    """Map each terminal event that is a second terminal for its task to the first one."""
+    terminal = [e for e in events if e.type in TERMINAL_EVENT_TYPES and e.task_id is not None]
+    if not terminal:
+        return {}
+    rows = await conn.fetch(q("existing_terminal_events"), list({e.task_id for e in terminal}))
+    first: dict[uuid.UUID, uuid.UUID] = {r["task_id"]: r["event_id"] for r in rows}
+    conflicts: dict[uuid.UUID, uuid.UUID] = {}
+    for event in terminal:
+        assert event.task_id is not None
+        winner = first.setdefault(event.task_id, event.id)
+        if winner != event.id:
+            conflicts[event.id] = winner
+    return conflicts
+
+
+async def record_events(conn: asyncpg.Connection, events: Sequence[Event]) -> list[Event]:
+    """Insert ``events`` into the ledger inside the caller's transaction.
+
+    Takes the per-task advisory locks first, so concurrent consumers never interleave
+    the writes of one task. A second terminal event for a task is stored with
+    ``conflict_with`` set. Returns the events that were new, in the given order (an id
+    already recorded, or repeated within ``events``, is returned once at most).
+    """
+    if not events:
+        return []
+    task_ids = [e.task_id for e in events if e.task_id is not None]
+    if task_ids:
+        await conn.execute(q("lock_tasks"), [task_lock_key(t) for t in task_ids])
+    conflicts = await _conflicts(conn, events)
+    if conflicts:
+        metrics.CONFLICTS.inc(len(conflicts))
+    rows = await conn.fetch(
+        q("insert_ledger_events"),
+        [e.id for e in events],
+        [e.type.value for e in events],
+        [e.source for e in events],
+        [e.task_id for e in events],
+        [e.time for e in events],
+        [e.envelope.schemaversion for e in events],
+        [e.body.decode("utf-8") for e in events],
+        [conflicts.get(e.id) for e in events],
+    )
+    inserted = {r["event_id"] for r in rows}
+    new: list[Event] = []
+    for event in events:
+        if event.id in inserted:
+            inserted.discard(event.id)
+            new.append(event)
+    return new

@@ -1,0 +1,68 @@
+-- lifecycle_events --
+-- Every non-conflicting lifecycle event of these tasks, the input of the projection fold.
+SELECT task_id, event_id, event_type, source, event_time, envelope -> 'data' AS data
+FROM event_ledger
+WHERE task_id = ANY($1::uuid[])
+  AND event_type IN ('task.requested', 'task.approved', 'task.started',
+                     'task.completed', 'task.failed', 'task.rejected')
+  AND conflict_with IS NULL
+ORDER BY task_id, seq
+
+-- current_tasks --
+-- The projected rows as they stand, to write only what changed.
+SELECT task_id, status, approved_at, started_at, completed_at, updated_at, approved_by, agent_id
+FROM tasks
+WHERE task_id = ANY($1::uuid[])
+
+-- upsert_task --
+-- Write one task's projection; a finished task is never touched (the trigger would refuse).
+INSERT INTO tasks AS t (
+    task_id, status, request_text, created_by, project_id, plan, services_requested,
+    estimated_resources, agent_id, agent_type, approved_by, approved_at, started_at,
+    completed_at, rejected_reason, error_message, services_touched, outcome,
+    actual_resources, external_ai_used, cost_usd, error_type, error_cause, failed_step,
+    resource_state, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+        $19, $20, $21, $22, $23, $24, $25, $26, $27)
+ON CONFLICT (task_id) DO UPDATE SET
+    status = EXCLUDED.status,
+    agent_id = EXCLUDED.agent_id,
+    agent_type = EXCLUDED.agent_type,
+    approved_by = EXCLUDED.approved_by,
+    approved_at = EXCLUDED.approved_at,
+    started_at = EXCLUDED.started_at,
+    completed_at = EXCLUDED.completed_at,
+    rejected_reason = EXCLUDED.rejected_reason,
+    error_message = EXCLUDED.error_message,
+    services_touched = EXCLUDED.services_touched,
+    outcome = EXCLUDED.outcome,
+    actual_resources = EXCLUDED.actual_resources,
+    external_ai_used = EXCLUDED.external_ai_used,
+    cost_usd = EXCLUDED.cost_usd,
+    error_type = EXCLUDED.error_type,
+    error_cause = EXCLUDED.error_cause,
+    failed_step = EXCLUDED.failed_step,
+    resource_state = EXCLUDED.resource_state,
+    updated_at = EXCLUDED.updated_at
+WHERE t.status NOT IN ('completed', 'failed', 'rejected')
+
+-- insert_steps --
+-- Project recorded task.step events into execution_logs once each, for tasks that exist.
+INSERT INTO execution_logs
+    (event_id, task_id, step_number, agent_type, action, status, output_summary,
+     output_full, duration_ms, created_at)
+SELECT l.event_id, l.task_id,
+       (l.envelope -> 'data' ->> 'step_number')::int,
+       l.envelope -> 'data' ->> 'agent_type',
+       l.envelope -> 'data' ->> 'action',
+       l.envelope -> 'data' ->> 'status',
+       left(l.envelope -> 'data' ->> 'output_summary', 500),
+       NULLIF(l.envelope -> 'data' -> 'output_full', 'null'::jsonb),
+       (l.envelope -> 'data' ->> 'duration_ms')::int,
+       l.event_time
+FROM event_ledger AS l
+JOIN tasks AS t ON t.task_id = l.task_id
+WHERE l.event_type = 'task.step'
+  AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
+ORDER BY l.seq
+ON CONFLICT (event_id) DO NOTHING
