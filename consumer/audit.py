@@ -54,7 +54,15 @@ TASK_COLUMNS = (
 )  # fmt: skip
 
 #: Fields compared to decide whether a stored row needs writing.
-CHANGE_KEY = ("status", "approved_at", "started_at", "completed_at", "updated_at", "agent_id", "approved_by")
+CHANGE_KEY = (
+    "status",
+    "approved_at",
+    "started_at",
+    "completed_at",
+    "updated_at",
+    "agent_id",
+    "approved_by",
+)
 
 
 class LedgerRow:
@@ -172,7 +180,9 @@ class AuditHandler:
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
         """Re-fold every task touched by ``events`` and write what changed."""
-        lifecycle_tasks = list({e.task_id for e in events if e.type in LIFECYCLE_TYPES and e.task_id})
+        lifecycle_tasks = list(
+            {e.task_id for e in events if e.type in LIFECYCLE_TYPES and e.task_id}
+        )
         created: list[uuid.UUID] = []
         if lifecycle_tasks:
             created = await self._project(conn, lifecycle_tasks)
@@ -180,7 +190,9 @@ class AuditHandler:
         if step_ids or created:
             await conn.execute(q("insert_steps"), step_ids, created)
 
-    async def _project(self, conn: asyncpg.Connection, task_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    async def _project(
+        self, conn: asyncpg.Connection, task_ids: list[uuid.UUID]
+    ) -> list[uuid.UUID]:
         """Fold and write the tasks; returns the ids of rows created now."""
         grouped: dict[uuid.UUID, list[LedgerRow]] = defaultdict(list)
         for record in await conn.fetch(q("lifecycle_events"), task_ids):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +25,7 @@ schema_app = typer.Typer(help="The wire contract's JSON Schema files.", no_args_
 app.add_typer(schema_app, name="schema")
 
 
-class Only(str, Enum):
+class Only(StrEnum):
     """Which handler `run` hosts."""
 
     audit = "audit"
@@ -34,7 +34,9 @@ class Only(str, Enum):
 
 @app.command()
 def migrate(
-    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of running it.")] = False,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the SQL instead of running it.")
+    ] = False,
 ) -> None:
     """Create the database if it is missing and upgrade it to the newest schema.
 

@@ -17,7 +17,9 @@ def task_lock_key(task_id: uuid.UUID) -> int:
     return int.from_bytes(task_id.bytes[:8], "big", signed=True)
 
 
-async def _conflicts(conn: asyncpg.Connection, events: Sequence[Event]) -> dict[uuid.UUID, uuid.UUID]:
+async def _conflicts(
+    conn: asyncpg.Connection, events: Sequence[Event]
+) -> dict[uuid.UUID, uuid.UUID]:
     """Map each terminal event that is a second terminal for its task to the first one."""
     terminal = [e for e in events if e.type in TERMINAL_EVENT_TYPES and e.task_id is not None]
     if not terminal:

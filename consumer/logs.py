@@ -38,7 +38,9 @@ class TextFormatter(logging.Formatter):
     """Human-readable lines with the ``extra`` fields appended as key=value."""
 
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        base = (
+            f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        )
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         line = f"{base} {extras}" if extras else base
         if record.exc_info:

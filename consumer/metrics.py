@@ -8,7 +8,9 @@ EVENTS_RECEIVED = Counter(
     "taskledger_events_received_total", "Deliveries taken from a queue.", ["handler"]
 )
 EVENTS_APPLIED = Counter(
-    "taskledger_events_applied_total", "Events recorded for the first time and applied.", ["handler"]
+    "taskledger_events_applied_total",
+    "Events recorded for the first time and applied.",
+    ["handler"],
 )
 EVENTS_DUPLICATE = Counter(
     "taskledger_events_duplicate_total",
@@ -16,7 +18,9 @@ EVENTS_DUPLICATE = Counter(
     ["handler"],
 )
 DEAD_LETTERED = Counter(
-    "taskledger_dead_lettered_total", "Messages sent to the dead-letter queue.", ["handler", "reason"]
+    "taskledger_dead_lettered_total",
+    "Messages sent to the dead-letter queue.",
+    ["handler", "reason"],
 )
 RETRIED = Counter(
     "taskledger_retried_total", "Messages sent to a delayed retry queue.", ["handler"]
@@ -49,7 +53,9 @@ LAG_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 DB_RETRIES = Counter(
-    "taskledger_db_retries_total", "Batch writes retried because PostgreSQL was unavailable.", ["handler"]
+    "taskledger_db_retries_total",
+    "Batch writes retried because PostgreSQL was unavailable.",
+    ["handler"],
 )
 RECONNECTS = Counter(
     "taskledger_broker_reconnects_total", "Reconnections to RabbitMQ.", ["handler"]

@@ -57,7 +57,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
     def __repr__(self) -> str:
-        pk = ", ".join(f"{c.key}={getattr(self, c.key, None)!r}" for c in self.__table__.primary_key)
+        pk = ", ".join(
+            f"{c.key}={getattr(self, c.key, None)!r}" for c in self.__table__.primary_key
+        )
         return f"<{type(self).__name__} {pk}>"
 
 
@@ -180,9 +182,7 @@ class OutboxMessage(Base):
     """A message to publish; written in the same transaction as the decision behind it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (
-        Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
-    )
+    __table_args__ = (Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     message_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
@@ -258,9 +258,7 @@ class PauseHistory(Base):
 
     __tablename__ = "pause_history"
     __table_args__ = (
-        CheckConstraint(
-            _in("action", ("paused", "released", "held", "unheld")), name="action"
-        ),
+        CheckConstraint(_in("action", ("paused", "released", "held", "unheld")), name="action"),
         Index("ix_pause_history_task_id", "task_id", "at"),
     )
 

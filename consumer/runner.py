@@ -20,6 +20,7 @@ One place decides ack, dead-letter or retry:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 #: Errors of the AMQP client that mean the connection or channel is gone.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
     aio_pika.exceptions.AMQPError,
     ConnectionError,
     OSError,
@@ -67,7 +69,7 @@ class Delivery:
     @property
     def tag(self) -> int:
         """The delivery tag on the consuming channel."""
-        return int(self.message.delivery.delivery_tag)  # type: ignore[union-attr]
+        return int(self.message.delivery.delivery_tag or 0)  # type: ignore[union-attr]
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -138,10 +140,8 @@ class Runner:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when asked to stop."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _session(self) -> None:
         connection = await broker.connect(self.settings.amqp)
@@ -255,7 +255,7 @@ class _Session:
         r._shutdown_deadline = time.monotonic() + r.settings.shutdown_timeout_s
         try:
             await asyncio.wait_for(self.raw.basic_cancel(consumer_tag), 5)
-        except (TimeoutError, *BROKER_ERRORS):
+        except (TimeoutError, *BROKER_ERRORS):  # type: ignore[misc]
             return  # connection gone: what is in hand comes again elsewhere
         while r._buffer:
             await self._flush(TriggerType.END_OF_SOURCE)
@@ -320,7 +320,9 @@ class _Session:
         if deadline is not None and time.monotonic() > deadline:
             raise ShutdownAbandoned
 
-    def _observe(self, items: Sequence[tuple[Delivery, Event]], new: list[Event], took: float) -> None:
+    def _observe(
+        self, items: Sequence[tuple[Delivery, Event]], new: list[Event], took: float
+    ) -> None:
         label = self.r.label
         metrics.COMMIT_SECONDS.labels(label).observe(took)
         metrics.EVENTS_APPLIED.labels(label).inc(len(new))
@@ -351,7 +353,9 @@ class _Session:
             routing_key=routing_key,
             exchange=r.names.events,
         )
-        message = broker.copy_message(delivery.message.body, delivery.message.header.properties, headers)
+        message = broker.copy_message(
+            delivery.message.body, delivery.message.header.properties, headers
+        )
         await broker.publish_confirmed(dlx, message, routing_key)
         metrics.DEAD_LETTERED.labels(r.label, reason).inc()
         log.warning(
@@ -373,7 +377,9 @@ class _Session:
         headers = delivery.headers
         headers[H_ATTEMPT] = attempt + 1
         headers[H_ROUTING_KEY] = delivery.routing_key() or ""
-        message = broker.copy_message(delivery.message.body, delivery.message.header.properties, headers)
+        message = broker.copy_message(
+            delivery.message.body, delivery.message.header.properties, headers
+        )
         queue = r.names.retry(r.queue, delays[attempt])
         await broker.publish_confirmed(default, message, queue)
         metrics.RETRIED.labels(r.label).inc()

@@ -8,7 +8,9 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@"
+)
 
 
 def redact_url(url: str) -> str:
@@ -42,8 +44,12 @@ class Settings(BaseSettings):
 
     # audit consumer batching
     prefetch: int = Field(default=2000, ge=1, description="Unacknowledged deliveries per consumer.")
-    batch_size: int = Field(default=500, ge=1, description="Flush a write batch at this many events.")
-    batch_linger_ms: int = Field(default=20, ge=0, description="Flush a partial batch after this long.")
+    batch_size: int = Field(
+        default=500, ge=1, description="Flush a write batch at this many events."
+    )
+    batch_linger_ms: int = Field(
+        default=20, ge=0, description="Flush a partial batch after this long."
+    )
     retry_delays_ms: list[int] = Field(
         default=[1000, 10000, 60000],
         description="Delays of the retry queues for failures that may pass.",
@@ -51,12 +57,18 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(default=20, ge=1, description="Quorum-queue delivery limit.")
     shutdown_timeout_s: float = Field(default=15.0, gt=0, description="Graceful stop budget.")
     db_retry_max_backoff_s: float = Field(default=5.0, gt=0)
-    orphan_after_s: float = Field(default=600.0, gt=0, description="Events waiting longer are orphans.")
+    orphan_after_s: float = Field(
+        default=600.0, gt=0, description="Events waiting longer are orphans."
+    )
 
     # capacity handler
-    capacity_freshness_s: float = Field(default=30.0, gt=0, description="Older reports count as none.")
+    capacity_freshness_s: float = Field(
+        default=30.0, gt=0, description="Older reports count as none."
+    )
     pause_threshold_pct: float = Field(default=80.0, ge=0, le=100)
-    stale_after_s: float = Field(default=900.0, gt=0, description="Executing tasks silent this long.")
+    stale_after_s: float = Field(
+        default=900.0, gt=0, description="Executing tasks silent this long."
+    )
     timer_interval_s: float = Field(default=1.0, gt=0, description="Pause-queue timer period.")
     outbox_interval_s: float = Field(default=0.5, gt=0, description="Outbox relay poll period.")
 
@@ -64,9 +76,13 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, description="Serve Prometheus metrics here.")
     log_json: bool = Field(default=False, description="Log JSON lines instead of text.")
     log_level: str = Field(default="INFO")
-    api_token: SecretStr | None = Field(default=None, description="Bearer token for mutating API calls.")
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token for mutating API calls."
+    )
     operator: str | None = Field(default=None, description="Operator name recorded for actions.")
-    app_role: str = Field(default="taskledger_app", description="Least-privilege role of the service.")
+    app_role: str = Field(
+        default="taskledger_app", description="Least-privilege role of the service."
+    )
     app_role_password: SecretStr | None = Field(
         default=None, description="If set, `migrate` makes the app role able to log in with it."
     )

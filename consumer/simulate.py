@@ -127,7 +127,11 @@ def _lifecycle(rng: random.Random, agent: _Agent, start: datetime) -> list[tuple
     emit(EventType.TASK_APPROVED, {"approved_by": rng.choice(("alice", "bob", "auto-policy"))},
          "orchestrator")  # fmt: skip
     src = f"agents/{agent.agent_id}"
-    emit(EventType.TASK_STARTED, {"agent_id": agent.agent_id, "agent_type": agent.agent_type.value}, src)
+    emit(
+        EventType.TASK_STARTED,
+        {"agent_id": agent.agent_id, "agent_type": agent.agent_type.value},
+        src,
+    )
     failed_at = rng.randint(1, len(steps)) if rng.random() < 0.25 else None
     for n, action in enumerate(steps, start=1):
         failed = n == failed_at
@@ -283,7 +287,9 @@ async def simulate_traffic(
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn())  # fmt: skip
         with Progress(*columns) as progress:
-            await publish_all(settings, messages, rate=config.rate, window=window, progress=progress)
+            await publish_all(
+                settings, messages, rate=config.rate, window=window, progress=progress
+            )
     else:
         await publish_all(settings, messages, rate=config.rate, window=window)
     stats.published = len(messages)

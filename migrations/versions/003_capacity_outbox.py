@@ -34,14 +34,14 @@ def upgrade() -> None:
         sa.Column("reported_at", TZ, nullable=False),
         sa.Column("report_event_id", sa.Uuid(), nullable=False),
         sa.Column("received_at", TZ, server_default=sa.func.now(), nullable=False),
-        sa.Column("reserved_gpu_vram_mb", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "reserved_gpu_vram_mb", sa.Integer(), server_default=sa.text("0"), nullable=False
+        ),
         sa.Column("reserved_cpu_cores", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("reserved_memory_mb", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.PrimaryKeyConstraint("agent_id", name="pk_agent_capacity"),
     )
-    op.create_index(
-        "ix_agent_capacity_agent_type", "agent_capacity", ["agent_type", "reported_at"]
-    )
+    op.create_index("ix_agent_capacity_agent_type", "agent_capacity", ["agent_type", "reported_at"])
 
     op.create_table(
         "dispatch_holds",

@@ -92,8 +92,14 @@ def upgrade() -> None:
             nullable=False,
         ),
     )
-    for name in ("outcome", "suggestions", "estimated_resources", "actual_resources",
-                 "external_ai_used", "resource_state"):
+    for name in (
+        "outcome",
+        "suggestions",
+        "estimated_resources",
+        "actual_resources",
+        "external_ai_used",
+        "resource_state",
+    ):
         op.add_column("tasks", sa.Column(name, postgresql.JSONB()))
     op.add_column("tasks", sa.Column("cost_usd", sa.Numeric(14, 6)))
     op.add_column("tasks", sa.Column("error_type", sa.Text()))
@@ -102,9 +108,7 @@ def upgrade() -> None:
     op.create_index(
         "idx_tasks_services_touched", "tasks", ["services_touched"], postgresql_using="gin"
     )
-    op.create_index(
-        "idx_tasks_status_created_at", "tasks", ["status", sa.text("created_at DESC")]
-    )
+    op.create_index("idx_tasks_status_created_at", "tasks", ["status", sa.text("created_at DESC")])
 
     op.create_table(
         "pause_queue",
@@ -116,7 +120,9 @@ def upgrade() -> None:
         sa.Column("resume_after", TZ),
         sa.Column("priority", sa.SmallInteger(), server_default=sa.text("3"), nullable=False),
         sa.Column("agent_type", sa.String(16), nullable=False),
-        sa.Column("required_gpu_vram_mb", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column(
+            "required_gpu_vram_mb", sa.Integer(), server_default=sa.text("0"), nullable=False
+        ),
         sa.Column("required_cpu_cores", sa.Float(), server_default=sa.text("0"), nullable=False),
         sa.Column("required_memory_mb", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("not_before", TZ),
@@ -185,7 +191,17 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS prevent_task_modification()")
     op.drop_index("idx_tasks_status_created_at", table_name="tasks")
     op.drop_index("idx_tasks_services_touched", table_name="tasks")
-    for name in ("failed_step", "error_cause", "error_type", "cost_usd", "resource_state",
-                 "external_ai_used", "actual_resources", "estimated_resources", "suggestions",
-                 "outcome", "services_touched"):
+    for name in (
+        "failed_step",
+        "error_cause",
+        "error_type",
+        "cost_usd",
+        "resource_state",
+        "external_ai_used",
+        "actual_resources",
+        "estimated_resources",
+        "suggestions",
+        "outcome",
+        "services_touched",
+    ):
         op.drop_column("tasks", name)
