@@ -136,6 +136,52 @@ def schema_export(
     console.print(f"wrote {len(written)} schema files to {target}")
 
 
+@app.command()
+def verify(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the ledger against its hash chain; exit 1 if anything was altered.
+
+    Reports rows altered, inserted or removed behind the service's back (for example by
+    a superuser with triggers disabled), and the chain's head hash: keep it outside the
+    database to detect a consistent rewrite of everything.
+    """
+    from rich.progress import Progress
+
+    from consumer import db
+    from consumer.cli_common import print_json
+    from consumer.verify import VerifyReport
+    from consumer.verify import verify as verify_ledger
+
+    settings = load_settings()
+
+    async def check() -> VerifyReport:
+        conn = await db.connect(settings.dsn)
+        try:
+            total = int(await conn.fetchval("SELECT count(*) FROM event_ledger"))
+            with Progress(transient=True, disable=json_out) as progress:
+                bar = progress.add_task("verifying", total=total)
+                return await verify_ledger(conn, lambda n: progress.advance(bar, n))
+        finally:
+            await conn.close()
+
+    report = run(check())
+    if json_out:
+        print_json(report.model_dump())
+    else:
+        console.print(f"checked {report.rows} ledger rows in {report.links} chain links")
+        console.print(f"head hash: {report.head_hash or '(empty chain)'}")
+        for finding in report.findings[:50]:
+            console.print(f"[red]{finding.kind}[/red]: {finding.detail}")
+        first = report.first
+        if first is not None:
+            console.print(f"[bold red]first discrepancy:[/bold red] {first.detail}")
+        else:
+            console.print("[green]ledger intact[/green]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

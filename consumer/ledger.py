@@ -35,13 +35,17 @@ async def _conflicts(
     return conflicts
 
 
-async def record_events(conn: asyncpg.Connection, events: Sequence[Event]) -> list[Event]:
+async def record_events(
+    conn: asyncpg.Connection, events: Sequence[Event], *, chain: bool = True
+) -> list[Event]:
     """Insert ``events`` into the ledger inside the caller's transaction.
 
     Takes the per-task advisory locks first, so concurrent consumers never interleave
     the writes of one task. A second terminal event for a task is stored with
-    ``conflict_with`` set. Returns the events that were new, in the given order (an id
-    already recorded, or repeated within ``events``, is returned once at most).
+    ``conflict_with`` set. With ``chain`` (the default) the new rows are sealed into the
+    tamper-evidence hash chain (:mod:`consumer.verify`). Returns the events that were
+    new, in the given order (an id already recorded, or repeated within ``events``, is
+    returned once at most).
     """
     if not events:
         return []
@@ -62,6 +66,11 @@ async def record_events(conn: asyncpg.Connection, events: Sequence[Event]) -> li
         [e.body.decode("utf-8") for e in events],
         [conflicts.get(e.id) for e in events],
     )
+    if rows and chain:
+        # Last step before the caller's projection: the chain lock serialises writers
+        # only from here to their commit.
+        await conn.execute(q("lock_chain"))
+        await conn.execute(q("append_chain_link"), [r["seq"] for r in rows])
     inserted = {r["event_id"] for r in rows}
     new: list[Event] = []
     for event in events:

@@ -273,5 +273,26 @@ class PauseHistory(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
+
+
+class LedgerChainLink(Base):
+    """One link of the ledger's hash chain: the rows one batch recorded, chained by SHA-256."""
+
+    __tablename__ = "ledger_chain"
+
+    link: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    seqs: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    row_digests: Mapped[list[bytes]] = mapped_column(ARRAY(LargeBinary))
+    prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
 #: Tables whose rows can never be updated or deleted (enforced by triggers).
-APPEND_ONLY_TABLES = ("event_ledger", "execution_logs", "pause_history", "operator_actions")
+APPEND_ONLY_TABLES = (
+    "event_ledger",
+    "execution_logs",
+    "pause_history",
+    "operator_actions",
+    "ledger_chain",
+)

@@ -196,6 +196,7 @@ class _Session:
         self._dlx: AbstractExchange | None = None
         self._default: AbstractExchange | None = None
         self._last_delivery = time.monotonic()
+        self._last_flush = 0.0
 
     async def loop(self, consumer_tag: str) -> None:
         r = self.r
@@ -211,11 +212,15 @@ class _Session:
             if len(buffer) >= r.settings.batch_size:
                 await self._flush(TriggerType.COUNT)
                 continue
-            if buffer and now - buffer[0].received >= linger:
+            # A partial batch waits out the linger from its first message, and at least
+            # the linger since the last flush: under load that lets batches grow instead
+            # of committing whatever trickled in during the previous write.
+            due = max(buffer[0].received, self._last_flush) + linger if buffer else 0.0
+            if buffer and now >= due:
                 await self._flush(TriggerType.TIMEOUT)
                 continue
             if buffer:
-                timeout: float | None = linger - (now - buffer[0].received)
+                timeout: float | None = due - now
             elif r.burst:
                 if await self._burst_done():
                     r.idle.set()
@@ -283,6 +288,7 @@ class _Session:
         if valid:
             await self._write(valid)
         await self.raw.basic_ack(batch[-1].tag, multiple=True)
+        self._last_flush = time.monotonic()
 
     async def _write(self, items: Sequence[tuple[Delivery, Event]]) -> None:
         """Commit ``items``; hold and retry while PostgreSQL is away; bisect on bad data."""
@@ -292,7 +298,9 @@ class _Session:
             try:
                 started = time.perf_counter()
                 async with db.transaction(r.pool) as conn:
-                    new = await record_events(conn, [e for _, e in items])
+                    new = await record_events(
+                        conn, [e for _, e in items], chain=r.settings.ledger_chain
+                    )
                     await r.handler.apply(conn, new)
                 self._observe(items, new, time.perf_counter() - started)
                 return

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(default=20, ge=1, description="Quorum-queue delivery limit.")
     shutdown_timeout_s: float = Field(default=15.0, gt=0, description="Graceful stop budget.")
     db_retry_max_backoff_s: float = Field(default=5.0, gt=0)
+    ledger_chain: bool = Field(
+        default=True,
+        description="Seal ledger rows into the hash chain (turn off only to measure its cost).",
+    )
     orphan_after_s: float = Field(
         default=600.0, gt=0, description="Events waiting longer are orphans."
     )

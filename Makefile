@@ -1,0 +1,54 @@
+# taskledger — the two commands of the README are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install services test test-all lint format demo bench bench-quick chaos chaos-quick scale clean
+
+install: $(STAMP)  ## create the virtual environment and install taskledger with its dev tools
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+services:  ## make sure PostgreSQL and RabbitMQ answer on 127.0.0.1 (installs/starts them)
+	@scripts/ensure_services.sh
+
+test: install services  ## the test suite (unit, integration, migration, acceptance), about 5 min
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: install services  ## also the slow tests
+	$(PY) -m pytest -q
+
+lint: install  ## ruff and mypy (strict on contracts and consumer)
+	$(VENV)/bin/ruff check contracts consumer migrations tests scripts bench
+	$(VENV)/bin/ruff format --check contracts consumer migrations tests scripts bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format contracts consumer migrations tests scripts bench
+	$(VENV)/bin/ruff check --fix contracts consumer migrations tests scripts bench
+
+demo: install services  ## migrate, run the service, feed it traffic, show the result
+	$(PY) scripts/demo.py
+
+bench: install services  ## consumer, capacity and replay benchmarks (full size), writes bench/results/
+	$(PY) bench/run_all.py
+
+bench-quick: install services  ## the same benchmarks at a small size (what CI runs)
+	$(PY) bench/run_all.py --quick
+
+chaos: install services  ## the chaos suite (about 10 minutes), writes docs/RELIABILITY.md
+	$(PY) -m pytest tests/chaos -m slow -q -s
+
+chaos-quick: install services  ## a short form of the chaos suite
+	$(PY) -m pytest tests/chaos -m "not slow" -q
+
+scale: install services  ## 1,000,000 tasks / 5,000,000 steps, then the query timings
+	$(PY) scripts/generate_scale_data.py
+	$(PY) bench/scale_queries.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results
