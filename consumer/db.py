@@ -27,7 +27,8 @@ IMMUTABLE_SQLSTATE = "TL001"
 
 _QUERY_HEADER = re.compile(r"^-- (?P<name>[a-z_][a-z0-9_]*) --\s*$", re.MULTILINE)
 
-# Errors that mean "the server went away or is not there yet": the work can be retried.
+# Errors after which the same work, run again as is, can succeed: the server went away,
+# is not there yet, or rolled the transaction back (deadlock, serialization failure).
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     ConnectionError,
@@ -39,6 +40,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.QueryCanceledError,
+    # deadlock_detected, serialization_failure: the same transaction succeeds when re-run
+    asyncpg.TransactionRollbackError,
 )
 
 
