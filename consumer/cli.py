@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from consumer import logs
+from consumer import cli_audit, cli_control, cli_dlq, logs
 from consumer.cli_common import EXIT_UNAVAILABLE, console, fail, load_settings, run
 from consumer.exceptions import DatabaseUnavailable
 
@@ -23,6 +23,9 @@ app = typer.Typer(
 )
 schema_app = typer.Typer(help="The wire contract's JSON Schema files.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
+app.add_typer(cli_audit.app, name="audit")
+app.add_typer(cli_dlq.app, name="dlq")
+cli_control.register(app)
 
 
 class Only(StrEnum):
@@ -120,6 +123,23 @@ def simulate(
     )  # fmt: skip
     stats = run(simulate_traffic(settings, config, show_progress=True))
     console.print(stats.render())
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the HTTP API (/api/v1/..., /healthz, /readyz, /metrics, /docs).
+
+    Mutating calls need `Authorization: Bearer $TASKLEDGER_API_TOKEN`; without a token
+    configured they are disabled.
+    """
+    from consumer.api import serve
+
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_json)
+    serve(settings, host, port)
 
 
 @schema_app.command("export")
