@@ -316,7 +316,7 @@ class _Session:
                 backoff = min(backoff * 2, r.settings.db_retry_max_backoff_s)
             except Exception as exc:  # bad data or a bug: find the event, not the batch
                 if len(items) == 1:
-                    await self._retry_later(items[0][0], exc)
+                    await self._retry_later(*items[0], exc)
                     return
                 half = len(items) // 2
                 await self._write(items[:half])
@@ -372,13 +372,16 @@ class _Session:
                    "routing_key": routing_key, "error": broker.cut(error, 200)},
         )  # fmt: skip
 
-    async def _retry_later(self, delivery: Delivery, exc: BaseException) -> None:
-        """Send a delivery that failed to a delayed retry queue, or to the dead letters."""
+    async def _retry_later(self, delivery: Delivery, event: Event, exc: BaseException) -> None:
+        """Send an event that failed to a delayed retry queue, or to the dead letters."""
         r = self.r
         error = f"{type(exc).__name__}: {exc}"
         attempt = int(delivery.headers.get(H_ATTEMPT, 0) or 0)
         delays = r.settings.retry_delays_ms
+        ids = {"event_id": str(event.id), "task_id": str(event.task_id) if event.task_id else None}
         if attempt >= len(delays):
+            log.error("event failed on every retry; dead-lettering it",
+                      extra={"action": "retries_exhausted", "handler": r.label, **ids})  # fmt: skip
             await self._dead_letter(delivery, DeadLetterReason.RETRIES_EXHAUSTED.value, error)
             return
         _, default = await self._exchanges()
@@ -393,6 +396,6 @@ class _Session:
         metrics.RETRIED.labels(r.label).inc()
         log.warning(
             "event failed; retrying later",
-            extra={"action": "retry", "handler": r.label, "attempt": attempt + 1,
+            extra={"action": "retry", "handler": r.label, "attempt": attempt + 1, **ids,
                    "delay_ms": delays[attempt], "error": broker.cut(redact_text(error), 300)},
         )  # fmt: skip
