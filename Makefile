@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install services test test-all lint format demo bench bench-quick chaos chaos-quick scale clean
+.PHONY: install services test test-all lint format demo bench bench-quick chaos chaos-quick scale openapi clean
 
 install: $(STAMP)  ## create the virtual environment and install taskledger with its dev tools
 
@@ -46,9 +46,14 @@ chaos: install services  ## the chaos suite (about 10 minutes), writes docs/RELI
 chaos-quick: install services  ## a short form of the chaos suite
 	$(PY) -m pytest tests/chaos -m "not slow" -q
 
-scale: install services  ## 1,000,000 tasks / 5,000,000 steps, then the query timings
-	$(PY) scripts/generate_scale_data.py
-	$(PY) bench/scale_queries.py
+SCALE_DB ?= postgresql://postgres@127.0.0.1:5432/tl_scale
+
+scale: install services  ## 1,000,000 tasks / 5,000,000 steps in $(SCALE_DB), then the query timings
+	$(PY) scripts/generate_scale_data.py --database-url $(SCALE_DB)
+	$(PY) -m bench.scale_queries --database-url $(SCALE_DB) --output bench/results/scale_queries.json
+
+openapi: install  ## regenerate docs/openapi.json
+	$(PY) -m consumer.api docs/openapi.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results

@@ -77,6 +77,19 @@ class Task(Base):
         Index("idx_tasks_status_created_at", "status", text("created_at DESC")),
         Index("idx_tasks_services_touched", "services_touched", postgresql_using="gin"),
         Index("ix_tasks_created_at_task_id", "created_at", "task_id"),
+        Index(
+            "ix_tasks_failed_created_at",
+            "created_at",
+            postgresql_include=["error_cause", "error_type"],
+            postgresql_where=text("status = 'failed'"),
+        ),
+        Index(
+            "ix_tasks_failed_cause_type",
+            "error_cause",
+            "error_type",
+            "created_at",
+            postgresql_where=text("status = 'failed'"),
+        ),
     )
 
     task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -271,8 +284,6 @@ class PauseHistory(Base):
     event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-
-
 
 
 class LedgerChainLink(Base):
