@@ -25,7 +25,9 @@ from consumer.settings import Settings
 from consumer.simulate import publish_all
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ADMIN_URL = os.environ.get("TASKLEDGER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "TASKLEDGER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 AMQP_URL = os.environ.get("TASKLEDGER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 console = Console()
 
@@ -41,7 +43,9 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, {platform.system()} {platform.release()}"
+    )
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -178,13 +178,28 @@ def dead_letter_headers(
     return headers
 
 
+def encodable(value: Any) -> Any:
+    """``value`` with every ``bytes`` turned into ``bytearray``, recursively.
+
+    The client decodes a header string that is not UTF-8 (other clients can send one) as
+    ``bytes``, which it cannot encode again; a byte array keeps the bytes as they were.
+    """
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {k: encodable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [encodable(v) for v in value]
+    return value
+
+
 def copy_message(
     body: bytes, properties: Any, headers: Mapping[str, Any] | None
 ) -> aio_pika.Message:
     """Build a persistent message with ``body``, the original properties and ``headers``."""
     return aio_pika.Message(
         body=body,
-        headers=dict(headers or {}),
+        headers=encodable(dict(headers or {})),
         content_type=getattr(properties, "content_type", None) or "application/json",
         content_encoding=getattr(properties, "content_encoding", None),
         message_id=getattr(properties, "message_id", None),

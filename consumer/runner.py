@@ -55,6 +55,16 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _attempt(value: Any) -> int:
+    """The retry attempt a message carries; a forged or garbled header counts as none."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return 0
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        return 0
+
+
 class ShutdownAbandoned(Exception):
     """The shutdown budget ran out with a batch not committed; it is left unacknowledged."""
 
@@ -376,7 +386,7 @@ class _Session:
         """Send an event that failed to a delayed retry queue, or to the dead letters."""
         r = self.r
         error = f"{type(exc).__name__}: {exc}"
-        attempt = int(delivery.headers.get(H_ATTEMPT, 0) or 0)
+        attempt = _attempt(delivery.headers.get(H_ATTEMPT))
         delays = r.settings.retry_delays_ms
         ids = {"event_id": str(event.id), "task_id": str(event.task_id) if event.task_id else None}
         if attempt >= len(delays):

@@ -158,7 +158,9 @@ async def _walk_rows(
     return rows
 
 
-async def verify(conn: asyncpg.Connection, progress: Callable[[int], None] | None = None) -> VerifyReport:
+async def verify(
+    conn: asyncpg.Connection, progress: Callable[[int], None] | None = None
+) -> VerifyReport:
     """Check the whole ledger against its chain (one repeatable-read snapshot).
 
     ``progress`` is called with the number of rows checked since its last call.

@@ -113,7 +113,9 @@ async def _no_leftover_tasks() -> AsyncIterator[None]:
     """Cancel asyncio tasks a test left behind, so they cannot leak into the next one."""
     before = asyncio.all_tasks()
     yield
-    leftover = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    leftover = [
+        t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()
+    ]
     for task in leftover:
         task.cancel()
     if leftover:

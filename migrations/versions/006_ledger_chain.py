@@ -49,8 +49,9 @@ def upgrade() -> None:
         sa.Column("row_digests", postgresql.ARRAY(sa.LargeBinary()), nullable=False),
         sa.Column("prev_hash", sa.LargeBinary()),
         sa.Column("hash", sa.LargeBinary(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
-                  nullable=False),  # fmt: skip
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.PrimaryKeyConstraint("link", name="pk_ledger_chain"),
     )
     op.execute(LEDGER_ROW_DIGEST)

@@ -75,6 +75,10 @@ async def insert_append_only_rows(conn: Executor) -> uuid.UUID:
     await conn.execute(
         "INSERT INTO operator_actions (action, actor, params) VALUES ('pause', 'ops', '{}'::jsonb)"
     )
+    await conn.execute(
+        "INSERT INTO ledger_chain (seqs, row_digests, hash) "
+        "VALUES ('{1}', ARRAY[sha256('row')], sha256('link'))"
+    )
     return task_id
 
 

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.usefixtures("topology")
 
 
 @pytest.fixture
-async def recorded(amqp: aio_pika.abc.AbstractConnection, settings: Settings, pool: asyncpg.Pool) -> list[int]:
+async def recorded(
+    amqp: aio_pika.abc.AbstractConnection, settings: Settings, pool: asyncpg.Pool
+) -> list[int]:
     """Three tasks recorded by the consumer in several batches; returns the ledger seqs."""
     for _ in range(3):
         await publish(amqp, settings, lifecycle(steps=2))
@@ -82,9 +84,12 @@ async def test_removed_and_inserted_rows_are_reported(
     assert report.first is not None and report.first.seq == gone
 
 
-async def test_altered_link_is_reported(settings: Settings, pool: asyncpg.Pool, recorded: list[int]) -> None:
+async def test_altered_link_is_reported(
+    settings: Settings, pool: asyncpg.Pool, recorded: list[int]
+) -> None:
     await _as_superuser_without_triggers(
-        pool, "UPDATE ledger_chain SET hash = sha256('forged') WHERE link = (SELECT min(link) FROM ledger_chain)"
+        pool,
+        "UPDATE ledger_chain SET hash = sha256('forged') WHERE link = (SELECT min(link) FROM ledger_chain)",
     )
     report = await _verify(settings)
     assert {f.kind for f in report.findings} == {"link_altered", "link_broken"}
@@ -102,7 +107,9 @@ async def test_concurrent_writers_do_not_fork_the_chain(
     assert report.rows == 3 * 10 * 6
 
 
-async def test_verify_cli_exit_codes(settings: Settings, pool: asyncpg.Pool, recorded: list[int]) -> None:
+async def test_verify_cli_exit_codes(
+    settings: Settings, pool: asyncpg.Pool, recorded: list[int]
+) -> None:
     code, out, _ = await run_cli(settings, "verify")
     assert code == 0 and "ledger intact" in out
     await _as_superuser_without_triggers(

@@ -32,8 +32,14 @@ OUR_TABLES = {
     "operator_actions",
     "pause_queue",
     "pause_history",
+    "ledger_chain",
 }
-OUR_FUNCTIONS = {"prevent_task_modification", "prevent_append_only_change", "prevent_truncate"}
+OUR_FUNCTIONS = {
+    "prevent_task_modification",
+    "prevent_append_only_change",
+    "prevent_truncate",
+    "ledger_row_digest",
+}
 
 
 async def _fetch_set(url: str, sql: str) -> set[str]:

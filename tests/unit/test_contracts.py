@@ -614,6 +614,7 @@ def test_export_writes_files_that_check_clean(tmp_path: Path) -> None:
 
 def test_schemas_accept_the_examples_and_refuse_what_decode_refuses() -> None:
     import jsonschema_rs
+
     validators = {
         name: jsonschema_rs.Draft202012Validator(schema, validate_formats=True)
         for name, schema in json_schemas().items()
