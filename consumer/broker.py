@@ -205,7 +205,7 @@ def copy_message(
         message_id=getattr(properties, "message_id", None),
         correlation_id=getattr(properties, "correlation_id", None),
         timestamp=getattr(properties, "timestamp", None),
-        type=getattr(properties, "type", None),
+        type=getattr(properties, "message_type", None),  # pamqp's name for `type`
         app_id=getattr(properties, "app_id", None),
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )

@@ -117,6 +117,7 @@ def simulate(
     from consumer.simulate import SimulationConfig, simulate_traffic
 
     settings = load_settings()
+    logs.configure("WARNING", settings.log_json)
     config = SimulationConfig(
         tasks=tasks, agents=agents, rate=rate, duplicate_share=duplicates,
         reorder_share=reorder, poison=poison, seed=seed,

@@ -28,7 +28,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact_text(record.getMessage()),
         }
-        payload.update(_extras(record))
+        payload.update(
+            {k: redact_text(v) if isinstance(v, str) else v for k, v in _extras(record).items()}
+        )
         if record.exc_info:
             payload["exception"] = redact_text(self.formatException(record.exc_info))
         return orjson.dumps(payload, default=str).decode()

@@ -119,6 +119,7 @@ class Runner:
         self._wake = asyncio.Event()
         self._lost = asyncio.Event()
         self._shutdown_deadline: float | None = None
+        self._consumed = False
         self.idle = asyncio.Event()
 
     # -- connection lifecycle -------------------------------------------------------
@@ -139,6 +140,8 @@ class Runner:
             except BROKER_ERRORS as exc:
                 if self.stopping.is_set():
                     return
+                if self._consumed:  # that session worked: start the back-off afresh
+                    backoff, self._consumed = 0.5, False
                 metrics.RECONNECTS.labels(self.label).inc()
                 log.warning(
                     "broker connection lost; reconnecting",
@@ -166,6 +169,7 @@ class Runner:
             raw = await consume_channel.get_underlay_channel()
             await raw.basic_qos(prefetch_count=self.settings.prefetch)
             ok = await raw.basic_consume(self.queue, self._on_message, no_ack=False)
+            self._consumed = True
             log.info(
                 "consuming",
                 extra={"action": "consume", "handler": self.label, "queue": self.queue},
@@ -334,7 +338,15 @@ class _Session:
                 return
 
     def _check_deadline(self) -> None:
-        deadline = self.r._shutdown_deadline
+        """Give up a held batch once a stop was asked for and its budget is spent.
+
+        The budget starts when the stop is noticed here too: a consumer holding a batch
+        while PostgreSQL is down never reaches the drain, and must still exit on SIGTERM.
+        """
+        r = self.r
+        if r.stopping.is_set() and r._shutdown_deadline is None:
+            r._shutdown_deadline = time.monotonic() + r.settings.shutdown_timeout_s
+        deadline = r._shutdown_deadline
         if deadline is not None and time.monotonic() > deadline:
             raise ShutdownAbandoned
 

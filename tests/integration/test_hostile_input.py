@@ -53,10 +53,9 @@ from tests.support.traffic import burst, drain_queue, lifecycle, running, wait_u
 
 TRACE = "x-hostile-id"
 EXAMPLES_PER_KIND = 30
-#: Headers of the service a producer could forge. ``x-taskledger-attempt`` is left to
-#: :func:`test_forged_retry_counter_does_not_crash_the_consumer` until the runner copes.
-SPOOFED = ("x-taskledger-reason", "x-taskledger-routing-key", "x-taskledger-error",
-           "x-taskledger-source-queue", "x-taskledger-replay-count")  # fmt: skip
+#: Headers of the service a producer could forge.
+SPOOFED = ("x-taskledger-attempt", "x-taskledger-reason", "x-taskledger-routing-key",
+           "x-taskledger-error", "x-taskledger-source-queue", "x-taskledger-replay-count")  # fmt: skip
 AUDIT_TYPES = [t for t in EventType if t.value.startswith("task.")]
 CAPACITY_TYPES = [EventType.DISPATCH_REQUESTED, EventType.CAPACITY_REPORTED,
                   EventType.CONTROL_PAUSE, EventType.CONTROL_RESUME]  # fmt: skip
@@ -102,6 +101,7 @@ def _deep(depth: int, kind: str) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
 
 
+not_utf8 = st.binary(min_size=1, max_size=32).filter(lambda b: not _is_utf8(b)).map(NotUtf8)
 small_text = st.text(max_size=60)  # at most 240 bytes: fits an AMQP short string
 timestamps = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2100, 1, 1),
                           timezones=st.just(UTC))  # fmt: skip
@@ -115,6 +115,7 @@ header_scalars = st.one_of(
     st.text(max_size=200),
     st.integers(1_000, 12_000).map(lambda n: "v" * n),  # big values
     st.binary(max_size=64).map(bytearray),
+    not_utf8,
     st.decimals(min_value=-(10**5), max_value=10**5, places=2, allow_nan=False,
                 allow_infinity=False),
     timestamps,
@@ -168,9 +169,6 @@ raw_bodies = st.one_of(
     # around the 1 MiB limit, both sides of it
     st.integers(MAX_BODY - 2_000, MAX_BODY + 100_000).map(lambda n: b'{"a":"' + b"x" * n + b'"}'),
 )
-
-
-not_utf8 = st.binary(min_size=1, max_size=32).filter(lambda b: not _is_utf8(b)).map(NotUtf8)
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -284,10 +282,14 @@ def _refused(text: str) -> bytes:
 def pinned() -> list[Hostile]:
     """Cases worth having every run whatever hypothesis draws."""
     return [
-        Hostile("task.requested", _refused("kuma")),
-        # a refused event whose retry counter a producer spoofed: must not break the retry path
+        Hostile("task.requested", _refused("kuma")),  # stored nowhere: retried, dead-lettered
+        # a refused event with a forged, huge retry counter: straight to the dead letters
         Hostile("task.requested", _refused("gitea"), {H_ATTEMPT: 2**62}),
-        Hostile("task.approved", b"[" * 100_000 + b"]" * 100_000),
+        Hostile("task.requested", _refused("dns"), {H_ATTEMPT: "abc"}),  # garbled: attempt 0
+        # header strings that are not UTF-8 on the wire, on a dead letter and on a retry
+        Hostile("task.step", b"{not json", {"x-note": NotUtf8(b"\xff\xfe")}),
+        Hostile("task.requested", _refused("auth"), {"x": {"n": [NotUtf8(b"\xc3\x28")]}}),
+        Hostile("task.approved", b"[" * 100_000 + b"]" * 100_000),  # nested 100,000 deep
         Hostile("task.approved", b'{"a":"' + b"x" * (MAX_BODY + 50_000) + b'"}'),
     ]
 

@@ -1,0 +1,1 @@
+"""The chaos suite: faults injected into real processes, then an exact account (make chaos)."""
