@@ -56,7 +56,7 @@ async def record_events(
     if conflicts:
         metrics.CONFLICTS.inc(len(conflicts))
     rows = await conn.fetch(
-        q("insert_ledger_events"),
+        q("insert_ledger_events_sealed" if chain else "insert_ledger_events"),
         [e.id for e in events],
         [e.type.value for e in events],
         [e.source for e in events],
@@ -69,8 +69,11 @@ async def record_events(
     if rows and chain:
         # Last step before the caller's projection: the chain lock serialises writers
         # only from here to their commit.
+        sealed = sorted((r["seq"], r["digest"]) for r in rows)
         await conn.execute(q("lock_chain"))
-        await conn.execute(q("append_chain_link"), [r["seq"] for r in rows])
+        await conn.execute(
+            q("append_chain_link"), [seq for seq, _ in sealed], [d for _, d in sealed]
+        )
     inserted = {r["event_id"] for r in rows}
     new: list[Event] = []
     for event in events:

@@ -14,6 +14,25 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id, seq
 
+-- insert_ledger_events_sealed --
+-- As insert_ledger_events, also returning each new row's digest for the hash chain
+-- (the canonical text of ledger_row_digest() in migration 006, written inline: ~3x faster).
+INSERT INTO event_ledger
+    (event_id, event_type, source, task_id, event_time, schema_version, envelope, conflict_with)
+SELECT e.event_id, e.event_type, e.source, e.task_id, e.event_time, e.schema_version,
+       e.body::jsonb, e.conflict_with
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $6::smallint[],
+            $7::text[], $8::uuid[])
+     AS e(event_id, event_type, source, task_id, event_time, schema_version, body, conflict_with)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id, seq, sha256(convert_to(
+    seq::text || '|' || event_id::text || '|' || event_type || '|' || source
+    || '|' || coalesce(task_id::text, '')
+    || '|' || to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
+    || '|' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
+    || '|' || schema_version::text || '|' || envelope::text
+    || '|' || coalesce(conflict_with::text, ''), 'UTF8')) AS digest
+
 -- existing_terminal_events --
 -- The terminal event already recorded (not itself a conflict) for each of these tasks.
 SELECT task_id, event_id
@@ -27,14 +46,10 @@ WHERE task_id = ANY($1::uuid[])
 SELECT pg_advisory_xact_lock(8243149463017541731)
 
 -- append_chain_link --
--- Chain the rows this transaction recorded to the newest link.
+-- Chain the rows this transaction recorded (seqs and digests, in seq order) to the newest link.
 INSERT INTO ledger_chain (seqs, row_digests, prev_hash, hash)
-SELECT array_agg(r.seq ORDER BY r.seq),
-       array_agg(r.digest ORDER BY r.seq),
-       head.hash,
-       sha256(coalesce(head.hash, ''::bytea) || string_agg(r.digest, ''::bytea ORDER BY r.seq))
-FROM (SELECT l.seq, ledger_row_digest(l) AS digest
-      FROM event_ledger AS l WHERE l.seq = ANY($1::bigint[])) AS r
-LEFT JOIN LATERAL (SELECT c.hash FROM ledger_chain AS c ORDER BY c.link DESC LIMIT 1) AS head
-       ON true
-GROUP BY head.hash
+SELECT $1::bigint[], $2::bytea[], head.hash,
+       sha256(coalesce(head.hash, ''::bytea)
+              || (SELECT string_agg(d, ''::bytea ORDER BY i)
+                  FROM unnest($2::bytea[]) WITH ORDINALITY AS u(d, i)))
+FROM (SELECT (SELECT c.hash FROM ledger_chain AS c ORDER BY c.link DESC LIMIT 1) AS hash) AS head
