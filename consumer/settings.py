@@ -56,7 +56,11 @@ class Settings(BaseSettings):
     )
     delivery_limit: int = Field(default=20, ge=1, description="Quorum-queue delivery limit.")
     shutdown_timeout_s: float = Field(default=15.0, gt=0, description="Graceful stop budget.")
-    db_retry_max_backoff_s: float = Field(default=5.0, gt=0)
+    db_retry_max_backoff_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait between retries of a batch while PostgreSQL is away.",
+    )
     ledger_chain: bool = Field(
         default=True,
         description="Seal ledger rows into the hash chain (turn off only to measure its cost).",
@@ -69,7 +73,9 @@ class Settings(BaseSettings):
     capacity_freshness_s: float = Field(
         default=30.0, gt=0, description="Older reports count as none."
     )
-    pause_threshold_pct: float = Field(default=80.0, ge=0, le=100)
+    pause_threshold_pct: float = Field(
+        default=80.0, ge=0, le=100, description="Agents at or above this load get no new work."
+    )
     stale_after_s: float = Field(
         default=900.0, gt=0, description="Executing tasks silent this long."
     )
@@ -79,7 +85,7 @@ class Settings(BaseSettings):
     # operations
     metrics_port: int | None = Field(default=None, description="Serve Prometheus metrics here.")
     log_json: bool = Field(default=False, description="Log JSON lines instead of text.")
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token for mutating API calls."
     )

@@ -50,6 +50,23 @@ async def test_intact_ledger_verifies(settings: Settings, recorded: list[int]) -
     assert report.links >= 3 and report.head_hash
 
 
+async def test_documented_digest_function_matches_what_the_chain_sealed(
+    pool: asyncpg.Pool, recorded: list[int]
+) -> None:
+    """ledger_row_digest() (migration 006) and the insert's inline digest must not drift."""
+    sealed = {
+        seq: bytes(digest)
+        for link in await pool.fetch("SELECT seqs, row_digests FROM ledger_chain")
+        for seq, digest in zip(link["seqs"], link["row_digests"], strict=True)
+    }
+    computed = {
+        r["seq"]: bytes(r["d"])
+        for r in await pool.fetch("SELECT seq, ledger_row_digest(l) AS d FROM event_ledger l")
+    }
+    assert computed == sealed
+    assert sorted(computed) == recorded
+
+
 async def test_altered_row_is_reported_exactly(
     settings: Settings, pool: asyncpg.Pool, recorded: list[int]
 ) -> None:
