@@ -139,7 +139,15 @@ class DeadLetterReason(StrEnum):
     """A valid message whose handling kept failing with errors that may pass (a
     constraint the data breaks, a bug) until its retry budget ran out."""
     UNROUTABLE = "unroutable"
-    """A valid message that arrived on a queue that has no handler for its type."""
+    """A message no queue was bound to take: published to ``<prefix>.events`` with a
+    routing key nothing binds (kept by the exchange's alternate exchange), or a valid
+    message that arrived on a queue that has no handler for its type."""
+    ID_CONFLICT = "id_conflict"
+    """The event id is recorded already for a *different* event (another source or
+    other content); a true re-delivery of the same event is a silent duplicate."""
+    INVALID_HEADERS = "invalid_headers"
+    """An AMQP header table the client cannot decode (nested deeper than 64 levels, or
+    malformed); the message is kept with that header as its raw bytes."""
 
 
 class EventType(StrEnum):

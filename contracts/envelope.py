@@ -16,9 +16,10 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 from uuid import UUID, uuid4
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from contracts._types import Timestamp
+from contracts._types import Timestamp, Uuid, parse_uuid
+from contracts.bounds import ATTRIBUTE_MAX
 from contracts.enums import EventType
 from contracts.events import DATA_MODELS, DispatchAssigned, TaskRecoveryRequested
 
@@ -43,7 +44,9 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 SERVICE_SOURCE: Final = "taskledger"
 """The ``source`` of the messages taskledger itself publishes (the outbound types)."""
 
-SOURCE_PATTERN: Final = r"^(agents/[^/\s]+|orchestrator|ops/[^/\s]+|taskledger)$"
+# No slash, control character or white space (spelled out: regex engines disagree on \s).
+_NAME_CHAR = r"[^/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+SOURCE_PATTERN: Final = rf"^(agents/{_NAME_CHAR}+|orchestrator|ops/{_NAME_CHAR}+|taskledger)$"
 """Who may send: ``agents/<agent_id>``, ``orchestrator``, ``ops/<user>``, or taskledger."""
 
 CORE_ATTRIBUTES: Final = frozenset(
@@ -61,9 +64,6 @@ CORE_ATTRIBUTES: Final = frozenset(
 )
 """Top-level attributes the contract defines; any other is an extension."""
 
-_UUID_TEXT = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 
 
@@ -85,15 +85,19 @@ def parse_task_subject(subject: str) -> UUID:
     Raises:
         ValueError: ``subject`` is not a UUID in that form.
     """
-    if not _UUID_TEXT.fullmatch(subject):
-        raise ValueError(f"subject must be a task UUID, got {subject[:64]!r}")
-    return UUID(subject)
+    try:
+        return parse_uuid(subject)
+    except ValueError:
+        raise ValueError(f"subject must be a task UUID, got {subject[:64]!r}") from None
 
 
 class Envelope(BaseModel):
     """A CloudEvents 1.0 envelope, as wire contract v1 constrains it.
 
-    ``time`` must carry an offset; ``source`` must match :data:`SOURCE_PATTERN`.
+    ``id`` must be a canonical UUID; ``time`` an RFC 3339 date-time with an offset in
+    the years 2000..9999, normalised to UTC; ``source`` must match
+    :data:`SOURCE_PATTERN`; ``source`` and ``subject`` have at most
+    :data:`~contracts.bounds.ATTRIBUTE_MAX` characters.
     ``type`` is kept as the string sent: the decoder checks it against
     :class:`~contracts.enums.EventType` before building the envelope. Unknown
     top-level attributes are kept as extensions in ``model_extra``.
@@ -102,11 +106,11 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     specversion: Literal["1.0"]
-    id: UUID
-    source: str = Field(min_length=1, pattern=SOURCE_PATTERN)
+    id: Uuid
+    source: str = Field(min_length=1, max_length=ATTRIBUTE_MAX, pattern=SOURCE_PATTERN)
     type: str = Field(min_length=1)
     time: Timestamp
-    subject: str | None = None
+    subject: Annotated[str, StringConstraints(max_length=ATTRIBUTE_MAX)] | None = None
     schemaversion: Annotated[Literal[1], BeforeValidator(_schema_version)]
     datacontenttype: Literal["application/json"] | None = None
     data: dict[str, Any]
@@ -145,7 +149,7 @@ class Event:
 
     @property
     def time(self) -> datetime:
-        """When the event happened at its producer (timezone-aware)."""
+        """When the event happened at its producer, in UTC."""
         return self.envelope.time
 
     @property

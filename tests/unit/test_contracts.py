@@ -229,12 +229,13 @@ def test_subject_in_upper_case_and_on_other_types() -> None:
     assert event.envelope.subject == "infra-01"
 
 
-def test_time_keeps_its_offset() -> None:
+def test_time_is_normalised_to_utc() -> None:
     msg = message(EventType.TASK_STARTED)
     msg["time"] = "2025-06-01T22:00:00.123+02:00"
     event = decode(orjson.dumps(msg))
     assert event.time == datetime(2025, 6, 1, 20, 0, 0, 123000, tzinfo=UTC)
-    assert event.time.utcoffset() == timedelta(hours=2)
+    assert event.time.utcoffset() == timedelta(0)
+    assert b'"2025-06-01T22:00:00.123+02:00"' in event.body  # the body is kept as sent
 
 
 # --- dead-letter reasons ----------------------------------------------------------------
@@ -420,9 +421,10 @@ def test_decode_error_pickles() -> None:
     [
         ({"scope": "all"}, True),
         (
-            {"scope": "all", "reason": "upgrading the NAS", "resume_after": "2025-06-01T22:00Z"},
+            {"scope": "all", "reason": "upgrading the NAS", "resume_after": "2025-06-01T22:00:00Z"},
             True,
         ),
+        ({"scope": "all", "resume_after": "2025-06-01T22:00Z"}, False),  # RFC 3339 wants seconds
         ({"scope": "task", "task_id": str(EXAMPLE_TASK_ID)}, True),
         ({"scope": "task"}, False),
         ({"scope": "task", "task_id": None}, False),
