@@ -53,7 +53,7 @@ scale: install services  ## 1,000,000 tasks / 5,000,000 steps in $(SCALE_DB), th
 	$(PY) -m bench.scale_queries --database-url $(SCALE_DB) --output bench/results/scale_queries.json
 
 openapi: install  ## regenerate docs/openapi.json
-	$(PY) -m consumer.api docs/openapi.json
+	$(PY) -m consumer.http.app docs/openapi.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results

@@ -35,10 +35,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import Bench, cli_env, fresh_database  # noqa: E402
-from consumer import db  # noqa: E402
+from bench.common import Bench, fresh_database  # noqa: E402
 from consumer.broker import Names  # noqa: E402
-from consumer.settings import Settings  # noqa: E402
+from consumer.core.childenv import child_env as cli_env  # noqa: E402
+from consumer.core.settings import Settings  # noqa: E402
+from consumer.store import db  # noqa: E402
 from contracts import EventType, make_event  # noqa: E402
 
 ENTRY_MEMORY_MB = 10

@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from consumer.broker import declare_topology, delete_topology
-from consumer.db_url import asyncpg_dsn, with_database
-from consumer.migrate import upgrade
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from consumer.simulate import publish_all
+from consumer.store.migrate import upgrade
+from consumer.store.urls import asyncpg_dsn, with_database
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN_URL = os.environ.get(
@@ -48,34 +48,29 @@ def machine() -> str:
     )
 
 
-def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment for a `taskledger` subprocess pointed at ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLEDGER_")}
-    env.update(TASKLEDGER_DATABASE_URL=settings.dsn, TASKLEDGER_AMQP_URL=settings.amqp,
-               TASKLEDGER_PREFIX=settings.prefix)  # fmt: skip
-    env.update(extra)
-    return env
-
-
 @asynccontextmanager
 async def fresh_database(**overrides: Any) -> AsyncIterator[Settings]:
-    """A new migrated database and a random prefix with its topology; removed afterwards."""
+    """A new migrated database and a random prefix with its topology; removed afterwards
+    (also when the migration or the declaration fails)."""
     name = f"tl_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(asyncpg_dsn(with_database(ADMIN_URL, "postgres")))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(ADMIN_URL, name)
-    await asyncio.to_thread(upgrade, url)
-    settings = Settings(database_url=url, amqp_url=AMQP_URL, prefix=f"tlb{uuid.uuid4().hex[:8]}",
-                        **overrides)  # fmt: skip
-    connection = await aio_pika.connect(settings.amqp)
-    channel = await connection.channel()
-    await declare_topology(channel, settings)
     try:
-        yield settings
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = with_database(ADMIN_URL, name)
+            await asyncio.to_thread(upgrade, url)
+            settings = Settings(database_url=url, amqp_url=AMQP_URL,
+                                prefix=f"tlb{uuid.uuid4().hex[:8]}", **overrides)  # fmt: skip
+            connection = await aio_pika.connect(settings.amqp)
+            try:
+                await declare_topology(await connection.channel(), settings)
+                yield settings
+            finally:
+                await delete_topology(await connection.channel(), settings)
+                await connection.close()
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        await delete_topology(await connection.channel(), settings)
-        await connection.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
 
 

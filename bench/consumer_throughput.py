@@ -38,17 +38,17 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
     Bench,
-    cli_env,
     fresh_database,
     publish_backlog,
     rss_of,
 )
-from consumer import db  # noqa: E402
-from consumer.audit import AuditHandler  # noqa: E402
+from consumer.audit.handler import AuditHandler  # noqa: E402
 from consumer.broker import Names  # noqa: E402
-from consumer.ledger import record_events  # noqa: E402
-from consumer.settings import Settings  # noqa: E402
+from consumer.core.childenv import child_env as cli_env  # noqa: E402
+from consumer.core.settings import Settings  # noqa: E402
+from consumer.ledger.inbox import record_events  # noqa: E402
 from consumer.simulate import SimulationConfig, generate  # noqa: E402
+from consumer.store import db  # noqa: E402
 from contracts import EventType, decode, make_event  # noqa: E402
 
 

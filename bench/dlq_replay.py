@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import Bench, fresh_database  # noqa: E402
 from consumer import dlq  # noqa: E402
 from consumer.broker import Names, dead_letter_headers, queue_depth  # noqa: E402
-from consumer.settings import Settings  # noqa: E402
+from consumer.core.settings import Settings  # noqa: E402
 from contracts import EventType, make_event  # noqa: E402
 from contracts.examples import EXAMPLES  # noqa: E402
 

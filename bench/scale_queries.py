@@ -29,10 +29,10 @@ from rich.console import Console
 from rich.table import Table
 
 from consumer import queries
-from consumer.cli_common import load_settings
-from consumer.db import create_pool
+from consumer.cli.common import load_settings
+from consumer.core.settings import redact_url
 from consumer.queries import TaskFilter
-from consumer.settings import redact_url
+from consumer.store.db import create_pool
 from contracts import ErrorCause, TaskStatus
 
 console = Console()

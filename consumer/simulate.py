@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from consumer import broker
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from contracts import AgentType, ErrorCause, EventType, make_event
 
 SERVICES = (
@@ -250,7 +250,7 @@ async def publish_all(
     """
     connection = await broker.connect(settings.amqp)
     try:
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await broker.confirm_channel(connection)
         await broker.declare_topology(channel, settings)
         exchange = await channel.get_exchange(broker.Names(settings.prefix).events)
         task_id = progress.add_task("publishing", total=len(messages)) if progress else None

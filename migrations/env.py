@@ -1,4 +1,4 @@
-"""Alembic environment: metadata from :mod:`consumer.models`, URL from the settings.
+"""Alembic environment: metadata from :mod:`consumer.store.models`, URL from the settings.
 
 Online mode runs over SQLAlchemy's async engine (asyncpg); offline mode prints SQL.
 The URL is taken, in order, from ``config.attributes["url"]`` (set by ``taskledger
@@ -14,9 +14,9 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from consumer.db_url import sqlalchemy_url
-from consumer.models import Base
-from consumer.settings import Settings
+from consumer.core.settings import Settings
+from consumer.store.models import Base
+from consumer.store.urls import sqlalchemy_url
 
 config = context.config
 target_metadata = Base.metadata

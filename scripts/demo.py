@@ -25,9 +25,10 @@ import aio_pika  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.rule import Rule  # noqa: E402
 
-from consumer import broker, db  # noqa: E402
-from consumer.settings import Settings  # noqa: E402
+from consumer import broker  # noqa: E402
+from consumer.core.settings import Settings  # noqa: E402
 from consumer.simulate import WORKER_TYPES  # noqa: E402
+from consumer.store import db  # noqa: E402
 from contracts import EventType, make_event  # noqa: E402
 
 console = Console()

@@ -29,11 +29,11 @@ import asyncpg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from consumer.cli_common import console, fail, load_settings
-from consumer.db_url import asyncpg_dsn
-from consumer.exceptions import TaskledgerError
-from consumer.migrate import ensure_database, upgrade
-from consumer.settings import redact_url
+from consumer.cli.common import console, fail, load_settings
+from consumer.core.errors import TaskledgerError
+from consumer.core.settings import redact_url
+from consumer.store.migrate import ensure_database, upgrade
+from consumer.store.urls import asyncpg_dsn
 
 SERVICES = [
     "dns", "traefik", "kuma", "portainer", "postgres", "grafana", "prometheus", "nginx",

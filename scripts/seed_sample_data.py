@@ -24,9 +24,9 @@ import asyncpg
 import orjson
 import typer
 
-from consumer.cli_common import EXIT_USAGE, fail, load_settings
-from consumer.cli_common import run as run_cli
-from consumer.db import connect
+from consumer.cli.common import EXIT_UNAVAILABLE, fail, load_settings
+from consumer.cli.common import run as run_cli
+from consumer.store.db import connect
 
 STATUSES = ("pending", "approved", "executing", "completed", "failed", "rejected")
 DAY = timedelta(days=1)
@@ -702,7 +702,7 @@ def main(
     try:
         tasks, logs = run_cli(_main(settings.dsn, seed_value))
     except asyncpg.UndefinedTableError:
-        fail("the database is not migrated: run `taskledger migrate` first", EXIT_USAGE)
+        fail("the database is not migrated: run `taskledger migrate` first", EXIT_UNAVAILABLE)
     except asyncpg.PostgresError as exc:
         fail(f"{type(exc).__name__}: {exc}", 1)
     print(f"Created {tasks} tasks with {logs} execution logs")

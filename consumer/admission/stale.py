@@ -5,21 +5,23 @@ event's own ``time``; without any, the row's ``updated_at``) is older than the l
 (``settings.stale_after_s``, default 15 minutes). Each stale task is announced once,
 ever, with ``task.recovery_requested`` through the outbox: the message id is
 ``uuid5(task_id, "recovery")`` and the outbox keeps one row per message id.
+
+The query (``stale_executing``) and the model (:class:`~consumer.queries.models.StaleTask`)
+are those of ``taskledger audit stale``.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 from prometheus_client import Counter
 
 from consumer import outbox
 from consumer.broker import Names
-from consumer.db import q
+from consumer.queries.models import StaleTask
+from consumer.store.db import q
 
 log = logging.getLogger(__name__)
 
@@ -29,42 +31,16 @@ RECOVERY_ANNOUNCED = Counter(
 )
 
 
-@dataclass(frozen=True)
-class StaleTask:
-    """An executing task that has been silent longer than the limit."""
-
-    task_id: uuid.UUID
-    agent_id: str | None
-    agent_type: str | None
-    started_at: datetime | None
-    #: Time of its newest ledger event; None if the ledger holds none for it.
-    last_event_at: datetime | None
-    #: ``last_event_at``, or the row's ``updated_at`` when there is no ledger event.
-    silent_since: datetime
-    stale_seconds: float
-
-
 async def find_stale(
     conn: asyncpg.Connection, older_than_s: float, limit: int = 1000
 ) -> list[StaleTask]:
     """Return executing tasks silent for more than ``older_than_s`` seconds.
 
     Most silent first, at most ``limit``. Raises asyncpg errors as they come (wrap the
-    call in :func:`consumer.db.translate_errors` or use :func:`consumer.db.transaction`).
+    call in :func:`consumer.store.db.translate_errors` or use :func:`consumer.store.db.transaction`).
     """
     rows = await conn.fetch(q("stale_executing"), float(older_than_s), limit)
-    return [
-        StaleTask(
-            task_id=r["task_id"],
-            agent_id=r["agent_id"],
-            agent_type=r["agent_type"],
-            started_at=r["started_at"],
-            last_event_at=r["last_event_at"],
-            silent_since=r["silent_since"],
-            stale_seconds=float(r["stale_seconds"]),
-        )
-        for r in rows
-    ]
+    return [StaleTask.model_validate(dict(r.items())) for r in rows]
 
 
 async def announce_stale(

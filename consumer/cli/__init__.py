@@ -9,9 +9,12 @@ from typing import Annotated
 
 import typer
 
-from consumer import cli_audit, cli_control, cli_dlq, logs
-from consumer.cli_common import EXIT_UNAVAILABLE, console, fail, load_settings, run
-from consumer.exceptions import DatabaseUnavailable
+from consumer.cli import audit as cli_audit
+from consumer.cli import control as cli_control
+from consumer.cli import dlq as cli_dlq
+from consumer.cli.common import EXIT_UNAVAILABLE, console, fail, load_settings, run
+from consumer.core import logs
+from consumer.core.errors import DatabaseUnavailable
 
 app = typer.Typer(
     name="taskledger",
@@ -47,7 +50,7 @@ def migrate(
     TASKLEDGER_DATABASE_URL. With TASKLEDGER_APP_ROLE_PASSWORD set, the least-privilege
     role the service connects as (TASKLEDGER_APP_ROLE, default taskledger_app) may log in.
     """
-    from consumer import migrate as migration
+    from consumer.store import migrate as migration
 
     settings = load_settings()
     if sql:
@@ -83,8 +86,8 @@ def run_cmd(
     On SIGTERM/SIGINT it stops taking deliveries, commits and acknowledges what it holds,
     and exits 0 within TASKLEDGER_SHUTDOWN_TIMEOUT_S.
     """
-    from consumer import metrics
-    from consumer.service import run_service
+    from consumer.core import metrics
+    from consumer.runtime.service import run_service
 
     settings = load_settings(metrics_port=metrics_port, log_json=log_json)
     logs.configure(settings.log_level, settings.log_json)
@@ -136,7 +139,7 @@ def api(
     Mutating calls need `Authorization: Bearer $TASKLEDGER_API_TOKEN`; without a token
     configured they are disabled.
     """
-    from consumer.api import serve
+    from consumer.http.app import serve
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_json)
@@ -152,7 +155,7 @@ def schema_export(
     """Write the JSON Schema of the envelope and of every event type."""
     from contracts.export import export_schemas
 
-    target = out or Path(__file__).resolve().parent.parent / "contracts" / "schemas"
+    target = out or Path(__file__).resolve().parents[2] / "contracts" / "schemas"
     written = export_schemas(target)
     console.print(f"wrote {len(written)} schema files to {target}")
 
@@ -169,17 +172,17 @@ def verify(
     """
     from rich.progress import Progress
 
-    from consumer import db
-    from consumer.cli_common import print_json
-    from consumer.verify import VerifyReport
-    from consumer.verify import verify as verify_ledger
+    from consumer.cli.common import print_json
+    from consumer.ledger.verify import VerifyReport
+    from consumer.ledger.verify import verify as verify_ledger
+    from consumer.store import db
 
     settings = load_settings()
 
     async def check() -> VerifyReport:
         conn = await db.connect(settings.dsn)
         try:
-            total = int(await conn.fetchval("SELECT count(*) FROM event_ledger"))
+            total = int(await conn.fetchval(db.q("ledger_row_count")))
             with Progress(transient=True, disable=json_out) as progress:
                 bar = progress.add_task("verifying", total=total)
                 return await verify_ledger(conn, lambda n: progress.advance(bar, n))

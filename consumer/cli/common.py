@@ -1,19 +1,21 @@
-"""What every CLI command shares: settings, one-line errors, async running, output."""
+"""What every CLI command shares: settings, one-line errors, async running, a database
+pool, JSON output."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NoReturn, TypeVar
 
+import asyncpg
 import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from consumer.exceptions import (
+from consumer.core.errors import (
     BrokerUnavailable,
     ConfigurationError,
     DatabaseUnavailable,
@@ -21,15 +23,20 @@ from consumer.exceptions import (
     TaskledgerError,
     TaskNotFound,
 )
-from consumer.settings import Settings, redact_text
+from consumer.core.settings import Settings, redact_text, redact_url
+
+# Transitional: the parser moved to consumer.queries.times; cli/dlq.py still imports it here.
+from consumer.store.db import create_pool
 
 T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
 
-#: Exit codes: 1 = the operation found a problem (verify, failed replays), 2 = usage or
-#: configuration error, 3 = a service is unreachable, 4 = not found.
+#: Exit codes: 1 = the operation found a problem (verify, failed replays) or the service
+#: crashed; 2 = the command line is wrong (usage); 3 = the environment is wrong: an invalid
+#: setting, a server unreachable or refusing us (login, missing database), a schema not
+#: migrated; 4 = not found.
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_NOT_FOUND = 4
@@ -48,7 +55,17 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        fail(f"invalid setting TASKLEDGER_{where.upper()}: {first['msg']}")
+        fail(f"invalid setting TASKLEDGER_{where.upper()}: {first['msg']}", EXIT_UNAVAILABLE)
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """Turn an :class:`InvalidArgument` raised inside (a bad option value) into
+    ``error: <its message>`` and exit 2."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        fail(str(exc))
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -58,36 +75,14 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise typer.Exit(130) from None
-    except (DatabaseUnavailable, BrokerUnavailable) as exc:
+    except (DatabaseUnavailable, BrokerUnavailable, ConfigurationError) as exc:
         fail(str(exc), EXIT_UNAVAILABLE)
     except TaskNotFound as exc:
         fail(str(exc), EXIT_NOT_FOUND)
-    except (InvalidArgument, ConfigurationError) as exc:
+    except InvalidArgument as exc:
         fail(str(exc), EXIT_USAGE)
     except TaskledgerError as exc:
         fail(str(exc), 1)
-
-
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_time(value: str | None, *, name: str = "time") -> datetime | None:
-    """Parse an RFC 3339 time or a relative one (``15m``, ``7d``: that long ago).
-
-    Raises :class:`InvalidArgument` with a one-line reason.
-    """
-    if value is None or value == "":
-        return None
-    text = value.strip()
-    if text[:-1].isdigit() and text[-1:] in _UNITS:
-        return datetime.now(UTC) - timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidArgument(
-            f"{name} {value!r} is neither RFC 3339 (2026-11-01T10:00:00Z) nor relative (7d, 12h, 30m)"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def print_json(value: Any) -> None:
@@ -98,3 +93,17 @@ def print_json(value: Any) -> None:
         ).decode()
         + "\n"
     )
+
+
+@asynccontextmanager
+async def open_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool for one command; an unreachable database says where it looked."""
+    try:
+        pool = await create_pool(settings.dsn, min_size=1, max_size=2)
+    except DatabaseUnavailable as exc:
+        where = redact_url(settings.dsn)
+        raise DatabaseUnavailable(f"cannot reach PostgreSQL at {where}: {exc}") from exc
+    try:
+        yield pool
+    finally:
+        await pool.close()

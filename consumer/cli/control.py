@@ -1,30 +1,36 @@
 """``taskledger pause|resume|paused``: operator control of dispatch on the command line.
 
 ``pause`` and ``resume`` publish ``control.*`` events (every capacity-handler instance
-sees them) and record the operator action (:mod:`consumer.control`); ``paused`` shows
-what waits in the pause queue and why (:func:`consumer.queries.pause_queue`).
+sees them) and record the operator action (:mod:`consumer.operations.control`); ``paused`` shows
+what waits in the pause queue and why (:func:`consumer.queries.reads.pause_queue`).
 """
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
 
 import typer
 from rich.table import Table
 
-from consumer import control, queries
-from consumer.cli_audit import open_pool, when
-from consumer.cli_common import console, fail, load_settings, parse_time, print_json, run
-from consumer.exceptions import InvalidArgument
-from consumer.settings import Settings
+from consumer.cli.common import (
+    console,
+    fail,
+    load_settings,
+    open_pool,
+    print_json,
+    run,
+    usage_errors,
+)
+from consumer.cli.render import when
+from consumer.core.settings import Settings
+from consumer.operations import control
+from consumer.queries import reads
+from consumer.queries.models import PauseEntry, PauseQueueView
+from consumer.queries.times import parse_time
 
 __all__ = ["register"]
-
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 TaskOpt = Annotated[
     str | None, typer.Option("--task", metavar="TASK_ID", help="One task (UUID); default: all.")
@@ -41,22 +47,7 @@ def _task(value: str | None) -> UUID | None:
         fail(f"--task {value!r} is not a UUID")
 
 
-def _until(value: str | None) -> datetime | None:
-    """``--until``: RFC 3339, or relative *from now* (``30m``, ``2h``: that long from now)."""
-    if value is None:
-        return None
-    match = _RELATIVE.match(value)
-    try:
-        if match:
-            return datetime.now(UTC) + timedelta(**{_UNIT[match[2]]: int(match[1])})
-        return parse_time(value, name="--until")
-    except InvalidArgument as exc:
-        fail(str(exc))
-    except (ValueError, OverflowError):
-        fail(f"--until {value!r} is out of range")
-
-
-def _needs(entry: queries.PauseEntry) -> str:
+def _needs(entry: PauseEntry) -> str:
     r = entry.required
     parts = [f"{entry.agent_type}: {r.cpu_cores:g} CPU", f"{r.memory_mb} MB RAM"]
     if r.gpu_vram_mb:
@@ -85,7 +76,8 @@ def pause(
 ) -> None:
     """Hold dispatch: of all work, or of one task (--task). Every handler instance obeys."""
     task_id = _task(task)
-    resume_after = _until(until)
+    with usage_errors():  # relative times count from now: --until 30m
+        resume_after = parse_time(until, name="--until", ahead=True)
     settings = load_settings()
     actor = control.default_actor(settings)
     event_id = run(
@@ -128,9 +120,9 @@ def resume(
     console.print(f"{verb} {what} (event {event_id}, by {actor})", highlight=False)
 
 
-async def _view(settings: Settings) -> queries.PauseQueueView:
+async def _view(settings: Settings) -> PauseQueueView:
     async with open_pool(settings) as pool:
-        return await queries.pause_queue(pool)
+        return await reads.pause_queue(pool)
 
 
 def paused(as_json: JsonOpt = False) -> None:

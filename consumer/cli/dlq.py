@@ -1,7 +1,7 @@
 """``taskledger dlq summary|list|show|replay|export|import``: the dead letters on the command line.
 
 Every command reads ``<prefix>.dead`` without taking anything it does not mean to take
-(see :mod:`consumer.dlq` for how, and why order is kept). ``replay``, ``export`` (with or
+(see :mod:`consumer.dlq.scan` for how, and why order is kept). ``replay``, ``export`` (with or
 without ``--purge``) and ``import`` are recorded as operator actions in PostgreSQL.
 """
 
@@ -12,33 +12,39 @@ import logging
 import signal
 import uuid
 from contextlib import suppress
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 import typer
 from rich.markup import escape
-from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.syntax import Syntax
-from rich.table import Table
 
-from consumer import dlq, logs
 from consumer.broker import Names
-from consumer.cli_common import (
+from consumer.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     console,
     err_console,
     fail,
     load_settings,
-    parse_time,
     print_json,
     run,
 )
-from consumer.exceptions import InvalidArgument
-from consumer.settings import Settings
+from consumer.cli.dlq_render import (
+    ReplayBar,
+    print_counts,
+    print_detail,
+    print_listing,
+    print_plan,
+    print_summary,
+)
+from consumer.core import logs
+from consumer.core.errors import InvalidArgument
+from consumer.core.settings import Settings
+from consumer.dlq import archive, replayer, views
+from consumer.dlq.letters import Filters
+from consumer.dlq.replayer import ReplayResult
+from consumer.dlq.views import DeadLetterDetail, DeadLetterNotFound
+from consumer.queries.times import parse_time
 
 app = typer.Typer(
     help="Inspect, replay, export and import dead-lettered messages (<prefix>.dead).\n\n"
@@ -104,8 +110,8 @@ def build_filters(
     task: str | None = None,
     ids: list[str] | None = None,
     limit: int | None = None,
-) -> dlq.Filters:
-    """Turn the command-line filters into :class:`dlq.Filters`; exits 2 with one line if bad."""
+) -> Filters:
+    """Turn the command-line filters into :class:`Filters`; exits 2 with one line if bad."""
     try:
         start = parse_time(since, name="--since")
         end = parse_time(until, name="--until")
@@ -120,7 +126,7 @@ def build_filters(
             task = str(uuid.UUID(task))
         except ValueError:
             fail(f"--task {task!r} is not a UUID")
-    return dlq.Filters(
+    return Filters(
         reasons=tuple(reason or ()),
         types=tuple(type_ or ()),
         since=start,
@@ -141,17 +147,6 @@ def _settings() -> Settings:
     return settings
 
 
-def _when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
-
-
-def _cut(text: str | None, width: int = 60) -> str:
-    if not text:
-        return "-"
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
 def _queue(settings: Settings) -> str:
     return Names(settings.prefix).dead
 
@@ -170,25 +165,11 @@ def summary(
     if limit is not None and limit < 1:
         fail(f"--limit must be at least 1, got {limit}")
     settings = _settings()
-    result = run(dlq.summary(settings, limit=limit))
+    result = run(views.summary(settings, limit=limit))
     if json_out:
         print_json(result.model_dump(mode="json"))
         return
-    table = Table(title=f"{_queue(settings)}: {result.total} dead letters", title_justify="left")
-    for column in ("reason", "type", "error", "count", "oldest", "newest"):
-        table.add_column(column, justify="right" if column == "count" else "left")
-    for group in result.groups:
-        table.add_row(
-            escape(group.reason),
-            escape(group.event_type or "-"),
-            escape(_cut(group.error)),
-            str(group.count),
-            _when(group.oldest),
-            _when(group.newest),
-        )
-    console.print(table)
-    if result.scanned < result.total:
-        console.print(f"looked at the first {result.scanned} of {result.total}")
+    print_summary(result, _queue(settings))
 
 
 @app.command("list")
@@ -206,97 +187,17 @@ def list_cmd(
         reason=reason, type_=type_, since=since, until=until, task=task, limit=limit
     )
     settings = _settings()
-    listing = run(dlq.list_dead_letters(settings, filters))
+    listing = run(views.list_dead_letters(settings, filters))
     if json_out:
         print_json(listing.model_dump(mode="json"))
         return
-    table = Table(title=f"{_queue(settings)}: {listing.total} dead letters", title_justify="left")
-    for column in ("id", "type", "reason", "failed at", "task", "replays", "error"):
-        # the id is what `show` and `replay --id` take: never cut or wrapped
-        table.add_column(column, no_wrap=column in ("id", "failed at"), overflow="ellipsis")
-    for item in listing.items:
-        table.add_row(
-            escape(item.id),
-            escape(item.event_type or "-"),
-            escape(item.reason),
-            _when(item.failed_at),
-            escape(item.subject or "-"),
-            str(item.replay_count),
-            escape(_cut(item.error, 50)),
-        )
-    console.print(table)
-    shown = len(listing.items)
-    more = " (the limit: there may be more, use --limit)" if shown == limit else ""
-    console.print(f"{shown} shown{more}")
+    print_listing(listing, _queue(settings), limit)
 
 
-def _render_detail(detail: dlq.DeadLetterDetail) -> None:
-    facts = Table.grid(padding=(0, 2))
-    facts.add_column(style="bold")
-    facts.add_column()
-    origin = (
-        f"{detail.exchange or '(default)'} / {detail.routing_key} (from {detail.origin_from})"
-        if detail.routing_key is not None
-        else "unknown"
-    )
-    rows = [
-        ("id", detail.id),
-        ("fingerprint", detail.fingerprint),
-        ("message_id", detail.message_id or "-"),
-        ("type", detail.event_type or "-"),
-        ("task", detail.subject or "-"),
-        ("reason", detail.reason),
-        ("failed at", _when(detail.failed_at)),
-        ("source queue", detail.source_queue or "-"),
-        ("replays to", origin),
-        ("replayed", str(detail.replay_count)),
-        ("size", f"{detail.size} bytes"),
-    ]
-    for key, value in rows:
-        facts.add_row(key, escape(value))
-    console.print(Panel(facts, title="dead letter", title_align="left"))
-    if detail.error_full:
-        console.print(Panel(escape(detail.error_full), title="error", title_align="left"))
-    _render_headers(detail)
-    body: Any = detail.body
-    if detail.body_is_json:
-        text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
-        console.print(Panel(Syntax(text, "json", word_wrap=True), title="body", title_align="left"))
-    else:
-        console.print(Panel(escape(str(body)), title="body (not JSON)", title_align="left"))
-
-
-def _render_headers(detail: dlq.DeadLetterDetail) -> None:
-    headers = Table(title="headers and properties", title_justify="left")
-    headers.add_column("name")
-    headers.add_column("value", overflow="fold")
-    for name, value in {**detail.properties, **detail.headers}.items():
-        if name == "x-death":
-            continue
-        shown = value if isinstance(value, str) else orjson.dumps(value).decode()
-        headers.add_row(escape(name), escape(_cut(shown, 200)))
-    console.print(headers)
-    if not detail.deaths:
-        return
-    deaths = Table(title="death history (x-death, newest first)", title_justify="left")
-    for column in ("queue", "reason", "exchange", "routing keys", "count", "time"):
-        deaths.add_column(column)
-    for death in detail.deaths:
-        deaths.add_row(
-            escape(str(death.get("queue", "-"))),
-            escape(str(death.get("reason", "-"))),
-            escape(str(death.get("exchange", "-")) or "(default)"),
-            escape(", ".join(str(k) for k in death.get("routing-keys", []))),
-            str(death.get("count", "-")),
-            escape(str(death.get("time", "-"))),
-        )
-    console.print(deaths)
-
-
-async def _show(settings: Settings, ident: str) -> list[dlq.DeadLetterDetail] | None:
+async def _show(settings: Settings, ident: str) -> list[DeadLetterDetail] | None:
     try:
-        return await dlq.show(settings, ident)
-    except dlq.DeadLetterNotFound:
+        return await views.show(settings, ident)
+    except DeadLetterNotFound:
         return None
 
 
@@ -316,66 +217,27 @@ def show(
         print_json([d.model_dump(mode="json") for d in details])
         return
     for detail in details:
-        _render_detail(detail)
+        print_detail(detail)
 
 
 # --------------------------------------------------------------------------- replay
 
 
-class _Bar:
-    """A rich progress bar on stderr fed by :func:`dlq.replay`'s progress callback."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.last: dlq.ReplayResult | None = None
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("replayed {task.fields[replayed]}  failed {task.fields[failed]}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            disable=not enabled,
-            transient=False,
-        )
-        self._task = self._progress.add_task("replaying", total=None, replayed=0, failed=0)
-        self._started = False
-
-    def __enter__(self) -> _Bar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._started:
-            self._progress.stop()
-
-    def __call__(self, result: dlq.ReplayResult) -> None:
-        self.last = result
-        if not self._started:
-            if not result.total:
-                return  # started lazily: an early error prints one line, not a bar
-            self._progress.start()
-            self._started = True
-        self._progress.update(
-            self._task,
-            total=result.total,
-            completed=result.scanned,
-            replayed=result.replayed,
-            failed=result.failed,
-        )
-
-
 async def _replay(
     settings: Settings,
-    filters: dlq.Filters,
-    bar: _Bar,
+    filters: Filters,
+    bar: ReplayBar,
     *,
     dry_run: bool,
     rate: float | None,
     to_queue: str | None,
-) -> tuple[dlq.ReplayResult | None, bool]:
+) -> tuple[ReplayResult | None, bool]:
     """Run the replay; SIGINT cancels it cleanly. Returns (result, interrupted by Ctrl-C)."""
     loop = asyncio.get_running_loop()
     work = asyncio.create_task(
-        dlq.replay(settings, filters, dry_run=dry_run, rate=rate, to_queue=to_queue, progress=bar)
+        replayer.replay(
+            settings, filters, dry_run=dry_run, rate=rate, to_queue=to_queue, progress=bar
+        )
     )
     loop.add_signal_handler(signal.SIGINT, work.cancel)
     try:
@@ -387,48 +249,6 @@ async def _replay(
     finally:
         with suppress(Exception):
             loop.remove_signal_handler(signal.SIGINT)
-
-
-def _print_plan(result: dlq.ReplayResult) -> None:
-    table = Table(title="would replay", title_justify="left")
-    for column in ("id", "type", "reason", "to exchange", "routing key"):
-        table.add_column(column, overflow="fold")
-    for move in result.planned:
-        table.add_row(
-            escape(move.id),
-            escape(move.event_type or "-"),
-            escape(move.reason),
-            escape(move.exchange or "(default)"),
-            escape(move.routing_key),
-        )
-    console.print(table)
-    console.print(
-        f"dry run: would replay {len(result.planned)}, skip {result.skipped}, "
-        f"cannot replay {result.failed} (looked at {result.scanned} of {result.total}); "
-        "nothing was moved"
-    )
-
-
-def _print_counts(result: dlq.ReplayResult, queue: str) -> None:
-    console.print(
-        f"replayed {result.replayed}, skipped {result.skipped}, failed {result.failed}"
-        + (f", in doubt {result.in_doubt}" if result.in_doubt else "")
-        + f" (looked at {result.scanned} of {result.total} in {queue}, {result.elapsed_s:.1f} s)"
-    )
-    if result.status == "interrupted":
-        console.print(
-            f"[yellow]interrupted:[/yellow] the {result.replayed} replayed are out of {queue}; "
-            "the rest are still in it. Run the same command again to continue."
-        )
-    if result.in_doubt:
-        console.print(
-            f"{result.in_doubt} were published but could not be removed from {queue}: "
-            "they are in both places (the ledger ignores the duplicate)."
-        )
-    for error in result.errors:
-        console.print(f"  - {escape(error)}", highlight=False)
-    if result.action_id is not None:
-        console.print(f"recorded as operator action #{result.action_id}")
 
 
 @app.command()
@@ -466,7 +286,7 @@ def replay(
     if rate is not None and rate <= 0:
         fail(f"--rate must be positive, got {rate:g}")
     settings = _settings()
-    with _Bar(enabled=not json_out and not dry_run) as bar:
+    with ReplayBar(enabled=not json_out and not dry_run) as bar:
         result, interrupted = run(
             _replay(settings, filters, bar, dry_run=dry_run, rate=rate, to_queue=to_queue)
         )
@@ -476,9 +296,9 @@ def replay(
     if json_out:
         print_json(result.model_dump(mode="json"))
     elif dry_run:
-        _print_plan(result)
+        print_plan(result)
     else:
-        _print_counts(result, _queue(settings))
+        print_counts(result, _queue(settings))
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     if result.status == "interrupted":
@@ -520,7 +340,7 @@ def export(
         reason=reason, type_=type_, since=since, until=until, task=task, ids=ids, limit=limit
     )
     settings = _settings()
-    result = run(dlq.export(settings, filters, out, purge=purge))
+    result = run(archive.export(settings, filters, out, purge=purge))
     if json_out:
         print_json(result.model_dump(mode="json"))
     else:
@@ -539,7 +359,7 @@ def import_cmd(
 ) -> None:
     """Put the messages of an export file back into the dead queue, exactly as they were."""
     settings = _settings()
-    result = run(dlq.import_file(settings, file))
+    result = run(archive.import_file(settings, file))
     if json_out:
         print_json(result.model_dump(mode="json"))
     else:

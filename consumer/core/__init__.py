@@ -1,1 +1,1 @@
-"""core."""
+"""What every part uses: settings, errors, logging, metrics and the one retry policy."""

@@ -15,8 +15,26 @@ class DatabaseUnavailable(TaskledgerError):
     """PostgreSQL cannot be reached or dropped the connection; the work may be retried as is."""
 
 
+class DatabaseMisconfigured(DatabaseUnavailable):
+    """PostgreSQL refuses us for a reason only an operator can fix: the login (SQLSTATE
+    class 28), the database name (3D), missing tables or privileges (an unmigrated schema,
+    the wrong role). Work is held exactly like an outage, never dead-lettered."""
+
+
+class DatabaseTimeout(DatabaseUnavailable):
+    """A statement ran past its timeout (SQLSTATE 57014 or the client's command timeout).
+
+    Held like an outage at first; a batch that keeps timing out while the server answers
+    a trivial query promptly is bisected like bad data (it is the batch, not the server).
+    """
+
+
 class BrokerUnavailable(TaskledgerError):
     """RabbitMQ cannot be reached or dropped the connection; the work may be retried as is."""
+
+
+class MessageUnroutable(TaskledgerError):
+    """The broker returned a mandatory publish: no queue is bound to take it."""
 
 
 class ImmutableRecord(TaskledgerError):

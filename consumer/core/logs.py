@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from consumer.settings import redact_text
+from consumer.core.settings import redact_text
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

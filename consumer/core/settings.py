@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _URL_PASSWORD = re.compile(
@@ -21,6 +22,20 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """Redact every URL password found anywhere in ``text`` (error messages, tracebacks)."""
     return redact_url(text)
+
+
+def check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
+    """Raise ValueError (without the password) unless ``url`` is ``what`` with a usable
+    host and a numeric port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number or out of range
+    except ValueError as exc:
+        raise ValueError(f"{redact_url(url)} is not {what}: {exc}") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"{redact_url(url)} is not {what} (scheme must be {' or '.join(schemes)})")
+    if port == 0:
+        raise ValueError(f"{redact_url(url)} is not {what}: port 0")
 
 
 class Settings(BaseSettings):
@@ -61,6 +76,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest wait between retries of a batch while PostgreSQL is away.",
     )
+    db_timeout_bisect_after: int = Field(
+        default=3,
+        ge=1,
+        description="A batch that hits the statement timeout this many times in a row while "
+        "the server answers is bisected like bad data instead of held.",
+    )
     ledger_chain: bool = Field(
         default=True,
         description="Seal ledger rows into the hash chain (turn off only to measure its cost).",
@@ -96,6 +117,19 @@ class Settings(BaseSettings):
     app_role_password: SecretStr | None = Field(
         default=None, description="If set, `migrate` makes the app role able to log in with it."
     )
+
+    @field_validator("database_url", "migration_database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_url(value.get_secret_value(), ("postgresql", "postgres"), "a PostgreSQL URL")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls(cls, value: SecretStr) -> SecretStr:
+        check_url(value.get_secret_value(), ("amqp", "amqps"), "an AMQP URL")
+        return value
 
     @property
     def dsn(self) -> str:

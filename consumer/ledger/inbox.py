@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from consumer import metrics
-from consumer.db import q
+from consumer.core import metrics
+from consumer.store.db import q
 from contracts import TERMINAL_EVENT_TYPES, Event
 
 
@@ -43,7 +43,7 @@ async def record_events(
     Takes the per-task advisory locks first, so concurrent consumers never interleave
     the writes of one task. A second terminal event for a task is stored with
     ``conflict_with`` set. With ``chain`` (the default) the new rows are sealed into the
-    tamper-evidence hash chain (:mod:`consumer.verify`). Returns the events that were
+    tamper-evidence hash chain (:mod:`consumer.ledger.verify`). Returns the events that were
     new, in the given order (an id already recorded, or repeated within ``events``, is
     returned once at most).
     """
@@ -81,3 +81,35 @@ async def record_events(
             inserted.discard(event.id)
             new.append(event)
     return new
+
+
+async def id_conflicts(
+    conn: asyncpg.Connection, events: Sequence[Event], new: Sequence[Event]
+) -> list[tuple[Event, str]]:
+    """The events of ``events`` that were not recorded now because another event holds
+    their id: a different source or different content.
+
+    ``new`` is what :func:`record_events` returned for ``events`` in this transaction. A
+    re-delivery of the same event (same id, same source, same content) is an ordinary
+    duplicate and is not returned. Each conflict comes with an error text that names the
+    event recorded first.
+    """
+    fresh = {id(e) for e in new}
+    seen = [e for e in events if id(e) not in fresh]
+    if not seen:
+        return []
+    rows = await conn.fetch(
+        q("ledger_same_event"), [e.id for e in seen], [e.body.decode("utf-8") for e in seen]
+    )
+    conflicts: list[tuple[Event, str]] = []
+    for event, row in zip(seen, rows, strict=True):
+        if row["same_event"]:
+            continue
+        conflicts.append((event, (
+            f"event id {event.id} is already recorded for another event: ledger seq "
+            f"{row['seq']}, type {row['event_type']}, source {row['source']!r}; this one "
+            f"({event.type.value} from {event.source!r}) differs in source or content"
+        )))  # fmt: skip
+    if conflicts:
+        metrics.ID_CONFLICTS.inc(len(conflicts))
+    return conflicts

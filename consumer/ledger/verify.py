@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from consumer.db import translate_errors
+from consumer.store.db import q, translate_errors
 
 _TS = "%Y-%m-%dT%H:%M:%S.%f"
 
@@ -109,9 +109,7 @@ class _Walk:
 
 async def _walk_chain(conn: asyncpg.Connection, walk: _Walk) -> None:
     prev: bytes | None = None
-    async for link in conn.cursor(
-        "SELECT link, seqs, row_digests, prev_hash, hash FROM ledger_chain ORDER BY link"
-    ):
+    async for link in conn.cursor(q("verify_chain_links")):
         walk.links += 1
         number = link["link"]
         if link["prev_hash"] != prev:
@@ -134,11 +132,7 @@ async def _walk_rows(
     conn: asyncpg.Connection, walk: _Walk, progress: Callable[[int], None] | None
 ) -> int:
     rows = 0
-    async for row in conn.cursor(
-        "SELECT seq, event_id, event_type, source, task_id, event_time, received_at, "
-        "schema_version, envelope::text AS envelope_text, conflict_with "
-        "FROM event_ledger ORDER BY seq"
-    ):
+    async for row in conn.cursor(q("verify_ledger_rows")):
         rows += 1
         seq = row["seq"]
         sealed = walk.sealed.pop(seq, None)
@@ -164,7 +158,7 @@ async def verify(
     """Check the whole ledger against its chain (one repeatable-read snapshot).
 
     ``progress`` is called with the number of rows checked since its last call.
-    Raises :class:`~consumer.exceptions.DatabaseUnavailable` if PostgreSQL is unreachable.
+    Raises :class:`~consumer.core.errors.DatabaseUnavailable` if PostgreSQL is unreachable.
     """
     walk = _Walk()
     with translate_errors():

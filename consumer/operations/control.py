@@ -10,7 +10,6 @@ that did not happen.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import re
 from datetime import UTC, datetime
@@ -20,10 +19,11 @@ from uuid import UUID, uuid4
 import aio_pika
 
 from consumer import broker
-from consumer.db import connect, q, translate_errors
-from consumer.exceptions import BrokerUnavailable, InvalidArgument
+from consumer.core.errors import BrokerUnavailable, InvalidArgument
+from consumer.core.settings import Settings, redact_text
+from consumer.operations.actions import default_actor, record_action
 from consumer.queries import schema_errors
-from consumer.settings import Settings, redact_text
+from consumer.store.db import connect, translate_errors
 from contracts import ControlPause, ControlResume, ControlScope, EventType, make_event
 
 __all__ = ["default_actor", "pause", "resume"]
@@ -32,16 +32,6 @@ log = logging.getLogger(__name__)
 
 _ACTOR_UNSAFE = re.compile(r"[/\s]+")
 _MAX_REASON = 1000
-
-
-def default_actor(settings: Settings) -> str:
-    """The operator recorded for an action: ``settings.operator``, else the OS user."""
-    if settings.operator:
-        return settings.operator
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        return "unknown"
 
 
 def _source(actor: str) -> str:
@@ -108,15 +98,15 @@ async def _send(
     params: dict[str, Any] = data.model_dump(mode="json", exclude_none=True)
     conn = await connect(settings.dsn)
     try:
-        with schema_errors(), translate_errors():
+        with translate_errors(), schema_errors():
             async with conn.transaction():
-                await conn.fetchrow(
-                    q("control_record_action"),
+                await record_action(
+                    conn,
                     action,
                     actor,
                     params,
                     {"published": True, "routing_key": event_type.value},
-                    event_id,
+                    event_id=event_id,
                 )
                 # Commit only once the broker confirmed: no record of an unpublished action.
                 await _publish(settings, event_type, body, event_id)
@@ -139,7 +129,7 @@ async def _publish(settings: Settings, event_type: EventType, body: bytes, event
     """Declare the topology (a fresh broker works too) and publish with a confirm."""
     connection = await broker.connect(settings.amqp)
     try:
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await broker.confirm_channel(connection)
         names = await broker.declare_topology(channel, settings)
         exchange = await channel.get_exchange(names.events, ensure=False)
         message = aio_pika.Message(

@@ -1,6 +1,6 @@
 """The contract between the generic consumer runner and the handlers it hosts.
 
-The runner (:mod:`consumer.runner`) owns everything per message that is not domain
+The runner (:mod:`consumer.runtime.runner`) owns everything per message that is not domain
 logic: decoding, dead-lettering invalid messages, batching, the ledger insert that makes
 every event idempotent, the transaction, acknowledgement after commit, retries and
 metrics. A handler only turns *newly recorded* events into projections, inside the
@@ -17,7 +17,7 @@ from typing import Protocol
 import asyncpg
 
 from consumer.broker import Names
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from contracts import Event
 
 
@@ -51,7 +51,7 @@ class Handler(Protocol):
         ``events`` are in delivery order, already de-duplicated against the ledger (an
         event seen before is never passed again). Runs inside the runner's transaction:
         the ledger rows and the projections commit together, then the deliveries are
-        acknowledged. Raise :class:`~consumer.exceptions.DatabaseUnavailable` for
+        acknowledged. Raise :class:`~consumer.core.errors.DatabaseUnavailable` for
         failures that may pass by themselves (the batch is retried as is); any other
         exception makes the runner bisect the batch and send the offending event to a
         delayed retry, then to the dead letters (``retries_exhausted``).

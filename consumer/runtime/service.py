@@ -1,4 +1,9 @@
-"""`taskledger run`: host the handlers, their background loops, signals and shutdown."""
+"""`taskledger run`: host the handlers and their background loops as one unit.
+
+Every runner and every background loop runs in one :class:`asyncio.TaskGroup`: when one
+of them dies, the others are cancelled, one clear line says which and why, and the
+process exits non-zero (:class:`ServiceCrashed`). Nothing keeps running half-alive.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,35 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
-from consumer import db
-from consumer.audit import AuditHandler
-from consumer.broker import Names
-from consumer.handlers import Handler, ServiceContext
-from consumer.runner import Runner
-from consumer.settings import Settings
+from consumer.broker.topology import Names
+from consumer.core.errors import TaskledgerError
+from consumer.core.settings import Settings, redact_text
+from consumer.runtime.handler import Handler, ServiceContext
+from consumer.runtime.runner import Runner
+from consumer.store import db
 
 log = logging.getLogger(__name__)
 
 HANDLER_NAMES = ("audit", "capacity")
 
 
+class ServiceCrashed(TaskledgerError):
+    """A runner or background loop of the service died; the service stopped with it."""
+
+
 def make_handlers(only: str | None = None) -> list[Handler]:
     """The handlers to host: both, or only the one named ``audit`` or ``capacity``."""
     handlers: list[Handler] = []
     if only in (None, "audit"):
+        from consumer.audit.handler import AuditHandler
+
         handlers.append(AuditHandler())
     if only in (None, "capacity"):
-        from consumer.capacity import CapacityHandler
+        from consumer.admission.handler import CapacityHandler
+        from consumer.runtime.faults import before_publish_hook
 
-        handlers.append(CapacityHandler())
+        # test-only fault hooks are read from the environment here, once, at start-up
+        handlers.append(CapacityHandler(before_publish=before_publish_hook()))
     return handlers
 
 
@@ -50,14 +63,42 @@ def stop_on_signals(stopping: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def _guard(name: str, loop_fn: Callable[[], Awaitable[None]]) -> None:
+async def _named(name: str, work: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work``; an exception leaves tagged with the name of what died."""
     try:
-        await loop_fn()
-    except asyncio.CancelledError:
+        await work()
+    except Exception as exc:
+        exc.add_note(f"taskledger: {name}")
         raise
-    except Exception:
-        log.exception("background loop crashed", extra={"action": "loop_crash", "loop": name})
-        raise
+
+
+async def _stop_when_done(
+    consuming: Sequence[asyncio.Task[None]],
+    background: Sequence[asyncio.Task[None]],
+    stopping: asyncio.Event,
+    budget_s: float,
+) -> None:
+    """Once every runner returned (a stop, or burst mode idle), tell the background
+    loops to take their last pass, and cancel those still running after ``budget_s``."""
+    await asyncio.wait(consuming)
+    stopping.set()
+    if not background:
+        return
+    _, pending = await asyncio.wait(background, timeout=budget_s)
+    for task in pending:
+        log.warning("background loop did not finish in time; cancelled",
+                    extra={"action": "loop_cancelled", "loop": task.get_name()})  # fmt: skip
+        task.cancel()
+
+
+def _crash_line(group: ExceptionGroup[Exception]) -> tuple[str, str]:
+    """Which part died and why, from the TaskGroup's exceptions (the first one)."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    notes = [n for n in getattr(exc, "__notes__", []) if n.startswith("taskledger: ")]
+    where = notes[0].removeprefix("taskledger: ") if notes else "service"
+    return where, redact_text(f"{type(exc).__name__}: {exc}")
 
 
 async def run_service(
@@ -71,7 +112,8 @@ async def run_service(
     """Consume until SIGTERM/SIGINT (or ``stopping``), or in burst mode until idle.
 
     On stop: no new deliveries are taken, what is in hand is committed and acknowledged
-    within ``settings.shutdown_timeout_s``, background loops finish their pass.
+    within ``settings.shutdown_timeout_s``, background loops finish their pass. Raises
+    :class:`ServiceCrashed` when any runner or loop dies (the rest is cancelled first).
     """
     stopping = stopping or asyncio.Event()
     hosted = list(handlers) if handlers is not None else make_handlers(only)
@@ -82,25 +124,27 @@ async def run_service(
     runners = [Runner(settings, h, pool, stopping, burst=burst) for h in hosted]
     try:
         with stop_on_signals(stopping):
-            background = [
-                asyncio.create_task(_guard(f"{h.name}.{i}", fn), name=f"{h.name}-loop-{i}")
-                for h in hosted
-                for i, fn in enumerate(h.background(ctx))
-            ]
-            consuming = [asyncio.create_task(r.run(), name=f"runner-{r.label}") for r in runners]
-            log.info("service started", extra={"action": "start", "handlers": [h.name for h in hosted],
-                                               "burst": burst})  # fmt: skip
-            await asyncio.gather(*consuming)
-            stopping.set()  # burst: consumers idle; background loops take their last pass
-            if background:
-                done, pending = await asyncio.wait(background, timeout=settings.shutdown_timeout_s)
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                for task in done:
-                    if not task.cancelled() and task.exception() is not None:
-                        log.error("background loop ended with an error",
-                                  extra={"action": "loop_error", "loop": task.get_name()})  # fmt: skip
+            async with asyncio.TaskGroup() as group:
+                background = [
+                    group.create_task(_named(f"{h.name} loop {i}", fn), name=f"{h.name}-loop-{i}")
+                    for h in hosted
+                    for i, fn in enumerate(h.background(ctx))
+                ]
+                consuming = [
+                    group.create_task(_named(f"{r.label} runner", r.run), name=f"runner-{r.label}")
+                    for r in runners
+                ]
+                group.create_task(
+                    _stop_when_done(consuming, background, stopping, settings.shutdown_timeout_s),
+                    name="stop-when-done",
+                )
+                log.info("service started", extra={"action": "start", "burst": burst,
+                                                   "handlers": [h.name for h in hosted]})  # fmt: skip
+    except ExceptionGroup as group_error:
+        where, why = _crash_line(group_error)
+        log.error(f"{where} crashed; service stopped: {why}",
+                  extra={"action": "service_crashed", "loop": where, "error": why})  # fmt: skip
+        raise ServiceCrashed(f"{where} crashed: {why}") from None
     finally:
         await pool.close()
     log.info("service stopped", extra={"action": "stopped"})

@@ -1,1 +1,1 @@
-"""store."""
+"""PostgreSQL: pool, transactions, error classification, named SQL, migrations, the schema models."""

@@ -1,7 +1,7 @@
 """The database boundary: pool creation, named queries, driver-error translation.
 
 Only this module (and the repositories built on it) talk to asyncpg. Driver errors are
-translated here into :mod:`consumer.exceptions`, so the rest of the service decides on
+translated here into :mod:`consumer.core.errors`, so the rest of the service decides on
 "retry later" (:class:`DatabaseUnavailable`) or "refused by the tamper guard"
 (:class:`ImmutableRecord`) without knowing asyncpg.
 """
@@ -13,47 +13,89 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import orjson
 
-from consumer.db_url import asyncpg_dsn
-from consumer.exceptions import DatabaseUnavailable, ImmutableRecord
-from consumer.settings import redact_text
+from consumer.core.errors import (
+    DatabaseMisconfigured,
+    DatabaseTimeout,
+    DatabaseUnavailable,
+    ImmutableRecord,
+)
+from consumer.core.settings import redact_text
+from consumer.store.urls import asyncpg_dsn
 
 #: SQLSTATE raised by the immutability triggers (migration 004).
 IMMUTABLE_SQLSTATE = "TL001"
 
 _QUERY_HEADER = re.compile(r"^-- (?P<name>[a-z_][a-z0-9_]*) --\s*$", re.MULTILINE)
 
-# Errors after which the same work, run again as is, can succeed: the server went away,
-# is not there yet, or rolled the transaction back (deadlock, serialization failure).
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
+#: SQLSTATE classes (first two characters) after which the same work, run again as is,
+#: can succeed once the server is back: connection exceptions, insufficient resources,
+#: operator intervention (shutdown, cannot connect now), system errors, transaction
+#: rollback (deadlock, serialization failure), object not in prerequisite state (lock
+#: not available), internal errors.
+_TRANSIENT_CLASSES = frozenset({"08", "53", "57", "58", "40", "55", "XX"})
+#: SQLSTATE classes and codes that need an operator: the login (28), the database name
+#: (3D), the schema name (3F), privileges and objects a migration creates (42501
+#: insufficient_privilege, 42P01 undefined_table, 42703 undefined_column, 42883
+#: undefined_function).
+_CONFIGURATION_CLASSES = frozenset({"28", "3D", "3F"})
+_CONFIGURATION_CODES = frozenset({"42501", "42P01", "42703", "42883"})
+#: query_canceled: a statement timeout (or a cancel by an operator).
+_TIMEOUT_CODES = frozenset({"57014"})
+
+#: Driver and socket errors that mean "the server is away" (no SQLSTATE).
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     ConnectionError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.QueryCanceledError,
-    # deadlock_detected, serialization_failure: the same transaction succeeds when re-run
-    asyncpg.TransactionRollbackError,
 )
+
+Kind = Literal["unavailable", "misconfigured", "timeout", "data"]
+
+
+def classify(exc: BaseException) -> Kind:
+    """How the service treats a database error: the one place that decides.
+
+    ``unavailable``, ``misconfigured`` and ``timeout`` hold the work (nothing acked,
+    nothing dead-lettered); ``data`` means this work itself is refused (bisect, retry
+    later, dead-letter). Never the other way: an unknown driver error without SQLSTATE
+    is ``unavailable``.
+    """
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(exc, asyncpg.PostgresError) and isinstance(sqlstate, str):
+        if sqlstate in _TIMEOUT_CODES:
+            return "timeout"
+        if sqlstate[:2] in _CONFIGURATION_CLASSES or sqlstate in _CONFIGURATION_CODES:
+            return "misconfigured"
+        if sqlstate[:2] in _TRANSIENT_CLASSES:
+            return "unavailable"
+        return "data"
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return "unavailable"
+    return "data"
+
+
+def _describe(exc: BaseException) -> str:
+    text = redact_text(str(exc)) or type(exc).__name__
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{text} (SQLSTATE {sqlstate})" if sqlstate else text
 
 
 @cache
 def queries() -> dict[str, str]:
-    """Return every named SQL statement of ``consumer/sql/*.sql`` by name.
+    """Return every named SQL statement of ``consumer/store/sql/*.sql`` by name.
 
     Each statement is preceded by a header line ``-- name --`` and a one-line comment
     saying what it is for. Names are unique across files.
     """
     found: dict[str, str] = {}
-    for entry in sorted(resources.files("consumer.sql").iterdir(), key=lambda e: e.name):
+    for entry in sorted(resources.files("consumer.store.sql").iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue
         text = entry.read_text(encoding="utf-8")
@@ -68,6 +110,16 @@ def queries() -> dict[str, str]:
 def q(name: str) -> str:
     """Return the named SQL statement ``name``; raises KeyError if there is none."""
     return queries()[name]
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (for DDL, which takes no bind parameters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a quoted SQL string literal (for DDL, which takes no bind parameters)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -106,17 +158,35 @@ async def connect(dsn: str) -> asyncpg.Connection:
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
-    """Turn asyncpg/socket errors into the package's own (messages redacted)."""
+    """Turn asyncpg/socket errors into the package's own (messages redacted).
+
+    :class:`ImmutableRecord` for the tamper guard; :class:`DatabaseMisconfigured`,
+    :class:`DatabaseTimeout` or :class:`DatabaseUnavailable` for what :func:`classify`
+    says holds; anything else (bad data, a bug) passes unchanged.
+    """
     try:
         yield
-    except asyncpg.PostgresError as exc:
+    except (asyncpg.PostgresError, *_CONNECTION_ERRORS, TimeoutError) as exc:
         if getattr(exc, "sqlstate", None) == IMMUTABLE_SQLSTATE:
             raise ImmutableRecord(str(exc)) from exc
-        if isinstance(exc, _UNAVAILABLE):
-            raise DatabaseUnavailable(redact_text(str(exc)) or type(exc).__name__) from exc
+        kind = classify(exc)
+        if kind == "misconfigured":
+            raise DatabaseMisconfigured(_describe(exc)) from exc
+        if kind == "timeout":
+            raise DatabaseTimeout(_describe(exc)) from exc
+        if kind == "unavailable":
+            raise DatabaseUnavailable(_describe(exc)) from exc
         raise
-    except _UNAVAILABLE as exc:
-        raise DatabaseUnavailable(redact_text(str(exc)) or type(exc).__name__) from exc
+
+
+async def ping(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:
+    """True if the server answers ``SELECT 1`` within ``timeout`` seconds."""
+    try:
+        async with pool.acquire(timeout=timeout) as conn:
+            await conn.fetchval(q("ping"), timeout=timeout)
+    except Exception:
+        return False
+    return True
 
 
 @asynccontextmanager

@@ -11,9 +11,9 @@ from alembic import command
 from alembic.config import Config
 
 import migrations
-from consumer.db import translate_errors
-from consumer.db_url import asyncpg_dsn, database_name, with_database
-from consumer.settings import Settings
+from consumer.core.settings import Settings
+from consumer.store.db import q, quote_ident, quote_literal, translate_errors
+from consumer.store.urls import asyncpg_dsn, database_name, with_database
 
 
 def alembic_config(dsn: str, *, output_buffer: io.StringIO | None = None) -> Config:
@@ -30,7 +30,7 @@ def alembic_config(dsn: str, *, output_buffer: io.StringIO | None = None) -> Con
 async def ensure_database(dsn: str) -> bool:
     """Create the database named in ``dsn`` if it does not exist; True if created.
 
-    Raises :class:`~consumer.exceptions.DatabaseUnavailable` if the server is not reachable.
+    Raises :class:`~consumer.core.errors.DatabaseUnavailable` if the server is not reachable.
     """
     name = database_name(dsn)
     with translate_errors():
@@ -43,9 +43,8 @@ async def ensure_database(dsn: str) -> bool:
             return False
         admin = await asyncpg.connect(asyncpg_dsn(with_database(dsn, "postgres")))
         try:
-            quoted = '"' + name.replace('"', '""') + '"'
             try:
-                await admin.execute(f"CREATE DATABASE {quoted}")
+                await admin.execute(q("create_database").format(database=quote_ident(name)))
             except asyncpg.DuplicateDatabaseError:
                 return False
         finally:
@@ -58,8 +57,10 @@ async def set_app_role_password(dsn: str, role: str, password: str) -> None:
     with translate_errors():
         conn = await asyncpg.connect(asyncpg_dsn(dsn))
         try:
-            quoted_pw = "'" + password.replace("'", "''") + "'"
-            await conn.execute(f"ALTER ROLE {role} LOGIN PASSWORD {quoted_pw}")
+            statement = q("set_role_password").format(
+                role=quote_ident(role), password=quote_literal(password)
+            )
+            await conn.execute(statement)
         finally:
             await conn.close()
 

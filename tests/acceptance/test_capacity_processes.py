@@ -17,8 +17,9 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from consumer.broker import Names
-from consumer.outbox import FAULT_CRASH_BEFORE_PUBLISH, dispatch_message_id
-from consumer.settings import Settings
+from consumer.core.settings import Settings
+from consumer.outbox import dispatch_message_id
+from consumer.runtime.faults import FAULT_CRASH_BEFORE_PUBLISH
 from contracts import EventType, make_event
 from tests.support.processes import Service
 from tests.support.traffic import publish, wait_until
@@ -72,19 +73,30 @@ async def consumers(channel: AbstractChannel, settings: Settings) -> int:
 async def start(
     settings: Settings, channel: AbstractChannel, n: int = 1, **env: str
 ) -> list[Service]:
-    """Start ``n`` capacity handlers and wait until each consumes the queue."""
-    before = await consumers(channel, settings)
-    services = [
-        await Service(settings, ("--only", "capacity"), {**ENV, **env}).start() for _ in range(n)
-    ]
+    """Start ``n`` capacity handlers and wait until each consumes the queue.
 
-    async def ready() -> bool:
+    Readiness is each process's own "consuming" line, not the queue's consumer count: a
+    handler killed just before may still be counted by the broker for a moment, which made
+    a count-based wait time out. If they do not get ready, every started process is
+    stopped before the failure is raised.
+    """
+    services: list[Service] = []
+    try:
+        for _ in range(n):
+            services.append(await Service(settings, ("--only", "capacity"), {**ENV, **env}).start())
+
+        async def ready() -> bool:
+            for service in services:
+                assert service.proc is not None
+                assert service.proc.returncode is None, service.log()
+            return all("consuming" in service.log() for service in services)
+
+        await wait_until(ready, timeout=60, what=f"{n} capacity handler(s) consuming")
+        assert await consumers(channel, settings) >= n
+    except BaseException:
         for service in services:
-            assert service.proc is not None
-            assert service.proc.returncode is None, service.log()
-        return await consumers(channel, settings) >= before + n
-
-    await wait_until(ready, timeout=60, what=f"{n} capacity handler(s) consuming")
+            await service.close()
+        raise
     return services
 
 

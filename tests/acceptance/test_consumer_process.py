@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from consumer.broker import Names, queue_depth
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from consumer.simulate import SimulationConfig, generate
 from tests.support.processes import Service
 from tests.support.traffic import ledger_count, publish, wait_until

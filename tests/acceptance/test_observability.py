@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from consumer.simulate import poison_messages
 from tests.support.processes import Service
 from tests.support.traffic import ledger_count, lifecycle, publish, wait_until

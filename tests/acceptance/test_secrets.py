@@ -30,9 +30,9 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from consumer import db
-from consumer.db_url import asyncpg_dsn, with_database
-from consumer.settings import Settings
+from consumer.core.settings import Settings
+from consumer.store import db
+from consumer.store.urls import asyncpg_dsn, with_database
 from contracts import EventType, make_event
 from tests.support.processes import ROOT, Service, cli_env, run_cli
 from tests.support.traffic import lifecycle, publish, wait_until

@@ -51,11 +51,11 @@ import orjson
 from aio_pika.abc import AbstractConnection, AbstractQueue
 from pydantic import SecretStr
 
-from consumer import db
 from consumer.broker import H_REASON, Names, declare_topology, delete_topology, queue_depth
+from consumer.core.settings import Settings
 from consumer.outbox import dispatch_message_id
-from consumer.settings import Settings
 from consumer.simulate import WORKER_TYPES, SimulationConfig, generate, poison_messages
+from consumer.store import db
 from contracts import DecodeError, EventType, decode, make_event
 from tests.chaos.report import RESULTS, Row, note_versions
 from tests.support import services

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from consumer.outbox import FAULT_CRASH_BEFORE_PUBLISH
+from consumer.runtime.faults import FAULT_CRASH_BEFORE_PUBLISH
 from tests.chaos.report import SCENARIOS
 from tests.chaos.scenarios import Chaos, Scale, Sent, background, build_traffic, via
 from tests.support.traffic import wait_until

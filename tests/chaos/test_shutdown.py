@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from tests.chaos.scenarios import proxy_for, via
 from tests.support.processes import Service
 from tests.support.traffic import burst, ledger_count, lifecycle, publish, wait_until

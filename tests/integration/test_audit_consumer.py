@@ -21,7 +21,7 @@ from consumer.broker import (
     Names,
     queue_depth,
 )
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from consumer.simulate import poison_messages
 from contracts import EventType, make_event
 from tests.support.traffic import (
@@ -208,14 +208,18 @@ async def test_second_terminal_event_is_kept_and_flagged(
 async def test_event_the_database_cannot_store_is_retried_then_dead_lettered(
     amqp: aio_pika.abc.AbstractConnection, settings: Settings, pool: asyncpg.Pool
 ) -> None:
-    """duration_ms beyond int4 is valid on the wire but the column refuses it."""
+    """A NUL character is valid on the wire but PostgreSQL refuses it (jsonb and text).
+
+    (An integer beyond int4, the old example, is now refused by the contract itself:
+    see tests/integration/test_contract_bounds.py.)
+    """
     task_id = uuid.uuid4()
     messages = lifecycle(task_id, steps=1)
     requested = messages[0]
     bad = make_event(
         EventType.TASK_STEP,
-        {"step_number": 9, "agent_type": "infra", "action": "x", "status": "completed",
-         "duration_ms": 2**40},
+        {"step_number": 9, "agent_type": "infra", "action": "x\u0000", "status": "completed",
+         "duration_ms": 10},
         source="agents/infra-01", subject=task_id,
     )  # fmt: skip
     await publish(amqp, settings, [requested, ("task.step", bad), *messages[1:]])
@@ -231,7 +235,7 @@ async def test_event_the_database_cannot_store_is_retried_then_dead_lettered(
         await wait_until(lambda: queue_depth(channel, names.audit), timeout=5,
                          what="the retried message to come back")  # fmt: skip
     assert [m.headers[H_REASON] for m in dead] == ["retries_exhausted"]
-    assert "out of range" in str(dead[0].headers[H_ERROR])
+    assert "Unicode" in str(dead[0].headers[H_ERROR])
     assert dead[0].body == bad
     # everything else of the batch was recorded
     assert await ledger_count(pool) == len(messages)

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from consumer import db
 from consumer.broker import declare_topology, delete_topology
-from consumer.settings import Settings
+from consumer.core.settings import Settings
+from consumer.store import db
 from tests.support import services
 from tests.support.traffic import Message, burst, lifecycle, publish, snapshot
 

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from consumer.broker import Names, queue_depth
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from tests.support.proxy import Proxy
 from tests.support.traffic import drain_queue, ledger_count, lifecycle, publish, running, wait_until
 

@@ -16,12 +16,14 @@ import asyncpg
 import orjson
 import pytest
 
-from consumer import db, outbox
+from consumer import outbox
+from consumer.admission.handler import CapacityHandler
+from consumer.admission.policy import RELEASE_LIMIT
 from consumer.broker import Names
-from consumer.capacity import RELEASE_LIMIT, CapacityHandler
-from consumer.handlers import ServiceContext
-from consumer.ledger import record_events
-from consumer.settings import Settings
+from consumer.core.settings import Settings
+from consumer.ledger.inbox import record_events
+from consumer.runtime.handler import ServiceContext
+from consumer.store import db
 from contracts import EventType, decode, make_event
 
 pytestmark = pytest.mark.asyncio

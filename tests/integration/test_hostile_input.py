@@ -45,7 +45,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from consumer.broker import H_ATTEMPT, H_REASON, Names
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from contracts import DeadLetterReason, DecodeError, EventType, decode
 from contracts.examples import EXAMPLES
 from tests.support.processes import Service

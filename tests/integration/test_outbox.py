@@ -13,12 +13,13 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from pydantic import SecretStr
 
-from consumer import db, outbox
+from consumer import outbox
+from consumer.admission.handler import CapacityHandler
 from consumer.broker import Names
-from consumer.capacity import CapacityHandler
-from consumer.exceptions import BrokerUnavailable
+from consumer.core.errors import BrokerUnavailable
+from consumer.core.settings import Settings
 from consumer.outbox import OutboxRelay
-from consumer.settings import Settings
+from consumer.store import db
 from contracts import EventType, TriggerType, decode, make_event
 from tests.support.traffic import burst, publish
 

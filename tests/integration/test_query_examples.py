@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from consumer.db_url import with_database
+from consumer.store.urls import with_database
 from contracts import TaskCompleted, TaskFailed, TaskRequested, TaskStep
 from scripts.seed_sample_data import STATUSES, TEMPLATES, SampleBuilder, seed
 
@@ -198,7 +198,8 @@ def run_seed_script(url: str) -> subprocess.CompletedProcess[str]:
 async def test_seed_script_errors_are_one_line(pg_admin_url: str) -> None:
     unreachable = "postgresql://postgres:hunter2@127.0.0.1:1/nowhere"
     missing = with_database(pg_admin_url, "tl_no_such_database")
-    for url, code, message in ((unreachable, 3, "error:"), (missing, 1, "does not exist")):
+    # A missing database is a configuration error, like an unreachable server: exit 3.
+    for url, code, message in ((unreachable, 3, "error:"), (missing, 3, "does not exist")):
         result = await asyncio.to_thread(run_seed_script, url)
         assert result.returncode == code, result.stderr
         assert message in result.stderr
@@ -209,5 +210,5 @@ async def test_seed_script_errors_are_one_line(pg_admin_url: str) -> None:
 
 async def test_seed_script_on_unmigrated_database(empty_db_url: str) -> None:
     result = await asyncio.to_thread(run_seed_script, empty_db_url)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "taskledger migrate" in result.stderr

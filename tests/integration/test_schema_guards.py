@@ -14,9 +14,9 @@ from typing import TypeAlias
 import asyncpg
 import pytest
 
-from consumer.db import IMMUTABLE_SQLSTATE, transaction, translate_errors
-from consumer.exceptions import ImmutableRecord
-from consumer.models import APPEND_ONLY_TABLES
+from consumer.core.errors import ImmutableRecord
+from consumer.store.db import IMMUTABLE_SQLSTATE, transaction, translate_errors
+from consumer.store.models import APPEND_ONLY_TABLES
 
 APP_ROLE = "taskledger_app"
 TERMINAL = ("completed", "failed", "rejected")

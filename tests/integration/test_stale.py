@@ -10,12 +10,13 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from consumer import db, outbox
+from consumer import outbox
+from consumer.admission.handler import CapacityHandler
+from consumer.admission.stale import announce_stale, find_stale
 from consumer.broker import Names
-from consumer.capacity import CapacityHandler
+from consumer.core.settings import Settings
 from consumer.outbox import OutboxRelay
-from consumer.settings import Settings
-from consumer.stale import announce_stale, find_stale
+from consumer.store import db
 from contracts import TaskRecoveryRequested, decode
 
 pytestmark = pytest.mark.asyncio

@@ -9,9 +9,9 @@ import aio_pika
 import asyncpg
 import pytest
 
-from consumer import db
-from consumer.settings import Settings
-from consumer.verify import verify
+from consumer.core.settings import Settings
+from consumer.ledger.verify import verify
+from consumer.store import db
 from tests.support.processes import run_cli
 from tests.support.traffic import burst, lifecycle, publish
 

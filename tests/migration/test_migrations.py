@@ -18,9 +18,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from consumer import migrate
-from consumer.db_url import asyncpg_dsn, sqlalchemy_url
-from consumer.models import APPEND_ONLY_TABLES, Base
+from consumer.store import migrate
+from consumer.store.models import APPEND_ONLY_TABLES, Base
+from consumer.store.urls import asyncpg_dsn, sqlalchemy_url
 
 OUR_TABLES = {
     "tasks",

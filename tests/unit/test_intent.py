@@ -9,7 +9,7 @@ from uuid import uuid4
 import pytest
 from pydantic import ValidationError
 
-from consumer.exceptions import InvalidArgument
+from consumer.core.errors import InvalidArgument
 from consumer.queries import (
     VERB_SYNONYMS,
     TaskFilter,

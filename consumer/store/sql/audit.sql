@@ -52,13 +52,13 @@ INSERT INTO execution_logs
     (event_id, task_id, step_number, agent_type, action, status, output_summary,
      output_full, duration_ms, created_at)
 SELECT l.event_id, l.task_id,
-       (l.envelope -> 'data' ->> 'step_number')::int,
+       (l.envelope -> 'data' ->> 'step_number')::numeric::int,  -- 2.0 is an integer too
        l.envelope -> 'data' ->> 'agent_type',
        l.envelope -> 'data' ->> 'action',
        l.envelope -> 'data' ->> 'status',
        left(l.envelope -> 'data' ->> 'output_summary', 500),
        NULLIF(l.envelope -> 'data' -> 'output_full', 'null'::jsonb),
-       (l.envelope -> 'data' ->> 'duration_ms')::int,
+       (l.envelope -> 'data' ->> 'duration_ms')::numeric::int,
        l.event_time
 FROM event_ledger AS l
 JOIN tasks AS t ON t.task_id = l.task_id

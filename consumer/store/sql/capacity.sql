@@ -226,11 +226,11 @@ RETURNING message_id
 SELECT pg_notify($1, '')
 
 -- outbox_claim --
--- The oldest unsent messages (at most $1), locked, skipping rows another relay holds.
+-- Unsent messages (at most $1), fewest failed attempts first, then oldest: a message the broker keeps returning (no queue bound) never holds back new ones. Locked, skipping rows another relay holds.
 SELECT id, message_id, exchange, routing_key, event_type, task_id, body, created_at, attempts
 FROM outbox
 WHERE sent_at IS NULL
-ORDER BY id
+ORDER BY attempts, id
 LIMIT $1
 FOR UPDATE SKIP LOCKED
 
@@ -251,17 +251,3 @@ SELECT count(*) FROM outbox WHERE sent_at IS NULL
 -- outbox_existing_ids --
 -- Which of these message ids are already in the outbox.
 SELECT message_id FROM outbox WHERE message_id = ANY($1::uuid[])
-
--- stale_executing --
--- Executing tasks whose newest ledger event (or, without one, last update) is older than $1 seconds, most silent first; at most $2.
-SELECT t.task_id, t.agent_id, t.agent_type, t.started_at,
-       last.event_time AS last_event_at,
-       COALESCE(last.event_time, t.updated_at) AS silent_since,
-       extract(epoch FROM now() - COALESCE(last.event_time, t.updated_at))::float8 AS stale_seconds
-FROM tasks t
-LEFT JOIN LATERAL (SELECT max(l.event_time) AS event_time
-                   FROM event_ledger l WHERE l.task_id = t.task_id) AS last ON true
-WHERE t.status = 'executing'
-  AND COALESCE(last.event_time, t.updated_at) < now() - make_interval(secs => $1::float8)
-ORDER BY silent_since, t.task_id
-LIMIT $2

@@ -53,3 +53,25 @@ SELECT $1::bigint[], $2::bytea[], head.hash,
               || (SELECT string_agg(d, ''::bytea ORDER BY i)
                   FROM unnest($2::bytea[]) WITH ORDINALITY AS u(d, i)))
 FROM (SELECT (SELECT c.hash FROM ledger_chain AS c ORDER BY c.link DESC LIMIT 1) AS hash) AS head
+
+-- ledger_row_count --
+-- How many rows the ledger holds (the progress bar of `taskledger verify`).
+SELECT count(*) FROM event_ledger
+
+-- verify_chain_links --
+-- Every link of the ledger chain, oldest first (consumer/ledger/verify.py).
+SELECT link, seqs, row_digests, prev_hash, hash FROM ledger_chain ORDER BY link
+
+-- verify_ledger_rows --
+-- Every ledger row with the columns of its digest, in seq order (consumer/ledger/verify.py).
+SELECT seq, event_id, event_type, source, task_id, event_time, received_at,
+       schema_version, envelope::text AS envelope_text, conflict_with
+FROM event_ledger
+ORDER BY seq
+
+-- ledger_same_event --
+-- For events whose id was already recorded: the recorded row, and whether this body is the same event (same source, same content: jsonb equality ignores key order and spacing), in the given order.
+SELECT l.event_id, l.seq, l.source, l.event_type, l.envelope = d.body::jsonb AS same_event
+FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS d(event_id, body, n)
+JOIN event_ledger AS l ON l.event_id = d.event_id
+ORDER BY d.n

@@ -1,7 +1,12 @@
--- Audit queries of the HTTP API and the CLI (consumer/queries.py), and the operator-action
--- record of consumer/control.py. Reads run in a read-only transaction with
--- plan_cache_mode = force_custom_plan, so the "$n IS NULL OR ..." guards of the shared
--- filter fold away for the values actually given and the planner sees plain predicates.
+-- Audit queries of the HTTP API and the CLI (consumer/queries/reads.py), and the
+-- stale-work query they share with consumer/admission/stale.py. Reads run in a read-only
+-- transaction with plan_cache_mode = force_custom_plan, so the "$n IS NULL OR ..." guards
+-- of the shared filter fold away for the values actually given and the planner sees
+-- plain predicates.
+
+-- read_custom_plans --
+-- Plan each statement of this read transaction for its actual parameters (see above).
+SET LOCAL plan_cache_mode = force_custom_plan
 
 -- task_filter --
 -- Shared WHERE clause of every task filter ($1..$8); spliced into the statements below at /*task_filter*/.
@@ -111,11 +116,12 @@ WHERE l.event_type LIKE 'task.%'
 ORDER BY l.received_at, l.seq
 LIMIT $2
 
--- audit_stale --
--- Executing tasks whose newest ledger event is older than $1 seconds, most silent first; at most $2.
+-- stale_executing --
+-- Executing tasks whose newest ledger event (or, without one, last update) is older than $1 seconds, most silent first; at most $2.
 SELECT t.task_id, t.agent_id, t.agent_type, t.request_text, t.started_at, t.created_at,
        last.event_time AS last_event_at,
-       COALESCE(last.event_time, t.updated_at) AS silent_since
+       COALESCE(last.event_time, t.updated_at) AS silent_since,
+       extract(epoch FROM now() - COALESCE(last.event_time, t.updated_at))::float8 AS stale_seconds
 FROM tasks t
 LEFT JOIN LATERAL (SELECT max(l.event_time) AS event_time
                    FROM event_ledger l WHERE l.task_id = t.task_id) AS last ON true
@@ -162,9 +168,3 @@ FROM operator_actions a
 WHERE ($1::timestamptz IS NULL OR a.at >= $1::timestamptz)
 ORDER BY a.at DESC, a.id DESC
 LIMIT $2
-
--- control_record_action --
--- Record one operator control action (pause, resume, force) with the event that carries it.
-INSERT INTO operator_actions (action, actor, params, result, event_id)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id, at

@@ -1,0 +1,69 @@
+"""The audit handler: writes what :func:`~consumer.audit.fold.fold` says into ``tasks``
+and ``execution_logs``, inside the runner's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from consumer.audit.fold import CHANGE_KEY, LIFECYCLE_TYPES, TASK_COLUMNS, LedgerRow, fold
+from consumer.broker.topology import Names
+from consumer.runtime.handler import ServiceContext
+from consumer.store.db import q
+from contracts import Event, EventType, TaskStatus
+
+_FINISHED = frozenset({s.value for s in TaskStatus if s.is_terminal})
+
+
+class AuditHandler:
+    """Projects ``task.*`` events into ``tasks`` and ``execution_logs``."""
+
+    name = "audit"
+
+    def queue(self, names: Names) -> str:
+        """The audit queue."""
+        return names.audit
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+        """Re-fold every task touched by ``events`` and write what changed."""
+        lifecycle_tasks = list(
+            {e.task_id for e in events if e.type in LIFECYCLE_TYPES and e.task_id}
+        )
+        created: list[uuid.UUID] = []
+        if lifecycle_tasks:
+            created = await self._project(conn, lifecycle_tasks)
+        step_ids = [e.id for e in events if e.type == EventType.TASK_STEP]
+        if step_ids or created:
+            await conn.execute(q("insert_steps"), step_ids, created)
+
+    async def _project(
+        self, conn: asyncpg.Connection, task_ids: list[uuid.UUID]
+    ) -> list[uuid.UUID]:
+        """Fold and write the tasks; returns the ids of rows created now."""
+        grouped: dict[uuid.UUID, list[LedgerRow]] = defaultdict(list)
+        for record in await conn.fetch(q("lifecycle_events"), task_ids):
+            grouped[record["task_id"]].append(LedgerRow(record))
+        current = {r["task_id"]: r for r in await conn.fetch(q("current_tasks"), task_ids)}
+        writes: list[tuple[Any, ...]] = []
+        created: list[uuid.UUID] = []
+        for task_id, rows in grouped.items():
+            row = fold(task_id, rows)
+            if row is None:
+                continue
+            stored = current.get(task_id)
+            if stored is None:
+                created.append(task_id)
+            elif stored["status"] in _FINISHED or all(stored[k] == row[k] for k in CHANGE_KEY):
+                continue
+            writes.append(tuple(row[c] for c in TASK_COLUMNS))
+        if writes:
+            await conn.executemany(q("upsert_task"), writes)
+        return created
+
+    def background(self, ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
+        """The audit side has no background loops."""
+        return ()

@@ -1,0 +1,107 @@
+"""Header tables any client can send but the AMQP client cannot decode, made harmless.
+
+pamqp decodes nested header tables and arrays recursively: a table nested a few
+thousand levels deep (21 KB is enough) raises ``RecursionError`` inside the client's
+frame reader, which closes the whole connection. Every message delivered in the same
+window then comes back again and again until the queue's delivery limit dead-letters
+them all, the valid ones included, without a reason. A table whose keys are not UTF-8
+does the same with ``UnicodeDecodeError``.
+
+:func:`install` wraps pamqp's table and array decoders: past :data:`MAX_DEPTH` levels, or
+when a nested table cannot be decoded, the value is kept as its raw encoded bytes in an
+:class:`UnreadableValue` (a ``bytearray``, which pamqp encodes again as a byte array),
+and decoding goes on after it. The consumer dead-letters such a message with reason
+``invalid_headers``; the dead-letter tools show and replay it like any other.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pamqp import decode
+
+#: Deepest nesting of header tables/arrays decoded as values.
+MAX_DEPTH = 64
+
+#: Header under which a top-level header table that cannot be decoded is kept.
+H_UNREADABLE = "x-taskledger-unreadable-headers"
+
+Decoder = Callable[[bytes], tuple[int, Any]]
+
+_state = threading.local()
+_installed = False
+
+
+class UnreadableValue(bytearray):
+    """A header value kept as its raw AMQP encoding: nested too deep, or malformed."""
+
+
+def _depth() -> int:
+    return int(getattr(_state, "depth", 0))
+
+
+def _raw(value: bytes) -> tuple[int, UnreadableValue]:
+    """Skip one length-prefixed table or array without decoding it."""
+    try:
+        length = struct.unpack(">I", value[0:4])[0]
+    except struct.error as exc:
+        raise ValueError("Could not unpack data") from exc
+    end = 4 + length
+    if end > len(value):
+        raise ValueError("Field table length exceeds available data")
+    return end, UnreadableValue(value[:end])
+
+
+def _guard(original: Decoder, *, top_level: bool) -> Decoder:
+    def guarded(value: bytes) -> tuple[int, Any]:
+        depth = _depth()
+        if depth >= MAX_DEPTH:
+            return _raw(value)
+        _state.depth = depth + 1
+        try:
+            return original(value)
+        except (ValueError, RecursionError):
+            consumed, raw = _raw(value)  # a malformed length still fails the frame
+            return consumed, ({H_UNREADABLE: raw} if top_level and depth == 0 else raw)
+        finally:
+            _state.depth = depth
+
+    guarded.__wrapped__ = original  # type: ignore[attr-defined]
+    return guarded
+
+
+def install() -> None:
+    """Wrap pamqp's table and array decoders (idempotent; process-wide)."""
+    global _installed
+    if _installed:
+        return
+    table, array = decode.field_table, decode.field_array
+    decode.TABLE_MAPPING[b"F"] = _guard(table, top_level=False)
+    decode.TABLE_MAPPING[b"A"] = _guard(array, top_level=False)
+    decode.METHODS["table"] = _guard(table, top_level=True)
+    decode.METHODS["array"] = _guard(array, top_level=False)
+    _installed = True
+
+
+def unreadable(headers: Mapping[str, Any] | None) -> list[str]:
+    """The header names whose value (at any depth) could not be decoded."""
+    found: list[str] = []
+
+    def walk(value: Any, depth: int) -> bool:
+        if isinstance(value, UnreadableValue):
+            return True
+        if depth > MAX_DEPTH:
+            return False
+        if isinstance(value, Mapping):
+            return any(walk(v, depth + 1) for v in value.values())
+        if isinstance(value, list):
+            return any(walk(v, depth + 1) for v in value)
+        return False
+
+    for name, value in (headers or {}).items():
+        if walk(value, 1):
+            found.append(str(name))
+    return found
