@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 
@@ -10,13 +9,17 @@ import aio_pika
 import asyncpg
 import pytest
 
-from consumer import db
-from consumer.broker import declare_topology, delete_topology
-from consumer.migrate import upgrade
-from consumer.settings import Settings
-from tests.support import services
+from consumer.broker import Names, declare_topology
+from consumer.core.settings import Settings
+from consumer.store import db
+from consumer.store.migrate import upgrade
+from tests.support import broker, services
+from tests.support.seed import Seeded, SeededDb, seed_url
+
+pytest_plugins = ["tests.support.leaks"]
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+LEFTOVERS: list[str] = []  # what pytest_sessionfinish found in the broker
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +72,14 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A random exchange/queue prefix, so runs never disturb each other."""
-    return services.unique("tlq")
+async def prefix(request: pytest.FixtureRequest, amqp_url: str) -> AsyncIterator[str]:
+    """A random exchange/queue prefix, so runs never disturb each other. Every queue and
+    exchange of it is deleted afterwards, whoever declared them (fixtures, the API, a
+    ``taskledger run`` subprocess with its own retry delays)."""
+    name = services.unique("tlq")
+    yield name
+    delays = broker.delays_of(request.node.funcargs.values())
+    await broker.delete_prefix(amqp_url, name, delays)
 
 
 @pytest.fixture
@@ -98,25 +106,57 @@ async def amqp(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
 @pytest.fixture
 async def topology(
     amqp: aio_pika.abc.AbstractConnection, settings: Settings
-) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
-    """The declared topology for this test's prefix (deleted afterwards); a confirm channel."""
+) -> aio_pika.abc.AbstractChannel:
+    """The declared topology for this test's prefix (the ``prefix`` fixture deletes it)."""
     channel = await amqp.channel()
     await declare_topology(channel, settings)
-    yield channel
-    cleanup = await amqp.channel()
-    await delete_topology(cleanup, settings)
-    await cleanup.close()
+    return channel
 
 
-@pytest.fixture(autouse=True)
-async def _no_leftover_tasks() -> AsyncIterator[None]:
-    """Cancel asyncio tasks a test left behind, so they cannot leak into the next one."""
-    before = asyncio.all_tasks()
-    yield
-    leftover = [
-        t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()
-    ]
-    for task in leftover:
-        task.cancel()
-    if leftover:
-        await asyncio.gather(*leftover, return_exceptions=True)
+@pytest.fixture
+async def control_queue(
+    topology: aio_pika.abc.AbstractChannel, settings: Settings
+) -> aio_pika.abc.AbstractQueue:
+    """A private queue bound to ``<prefix>.events`` with ``control.#``."""
+    queue = await topology.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(Names(settings.prefix).events, routing_key="control.#")
+    return queue
+
+
+@pytest.fixture(scope="module")
+def seeded_db(pg_admin_url: str, template_db: str) -> Iterator[SeededDb]:
+    """One database holding the seed (tests/support/seed.py) per module: the read-only
+    tests of the module share it (none may write)."""
+    name = services.unique("tl_seed")
+    url = services.run(services.create_database(pg_admin_url, name, template=template_db))
+    yield SeededDb(url, services.run(seed_url(url)))
+    services.run(services.drop_database(pg_admin_url, name))
+
+
+@pytest.fixture
+def seeded(seeded_db: SeededDb) -> Seeded:
+    """The ids of the seeded tasks by role."""
+    return seeded_db.seeded
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run if queues or exchanges of this session's test prefixes remain (and
+    delete them, so the broker is clean for the next run)."""
+    if not services.AMQP_URLS or not services.NAMES:
+        return
+    url = services.AMQP_URLS[0]
+    queues, exchanges = services.run_apart(broker.leftovers(url, services.NAMES))
+    if not queues and not exchanges:
+        return
+    services.run_apart(broker.delete_names(url, queues, exchanges))
+    LEFTOVERS.extend([*(f"queue {q}" for q in queues), *(f"exchange {e}" for e in exchanges)])
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name what the session left in the broker (see :func:`pytest_sessionfinish`)."""
+    if LEFTOVERS:
+        terminalreporter.write_sep("=", "ERROR: the tests left these in RabbitMQ", red=True)
+        for line in LEFTOVERS:
+            terminalreporter.write_line(line)

@@ -9,26 +9,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import asyncpg
 import pytest
 
-from consumer.settings import Settings
-from tests.integration import test_queries
-from tests.integration.test_queries import Seeded, SeededDb
+from consumer.core.settings import Settings
 from tests.support import services
+from tests.support.processes import ROOT, cli_command
+from tests.support.seed import Seeded, SeededDb
 
-ROOT = Path(__file__).resolve().parents[2]
-TASKLEDGER = ROOT / ".venv" / "bin" / "taskledger"
-
-AUDIT = [str(TASKLEDGER), "audit"]
-CONTROL = [str(TASKLEDGER)]
-
-seeded_db = test_queries.seeded_db
-seeded = test_queries.seeded
+AUDIT = cli_command("audit")
+CONTROL = cli_command()
 
 
 def cli(command: list[str], *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -149,7 +142,7 @@ def test_bad_arguments_give_one_line_and_exit_2(env: dict[str, str], args: tuple
 
 def test_unmigrated_database_says_to_migrate(empty_db_url: str) -> None:
     result = cli(AUDIT, "tasks", env={"TASKLEDGER_DATABASE_URL": empty_db_url})
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 3, result.stderr
     assert "run `taskledger migrate`" in result.stderr and "Traceback" not in result.stderr
 
 

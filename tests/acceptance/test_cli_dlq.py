@@ -22,11 +22,11 @@ from typer.testing import CliRunner
 
 from consumer import dlq as dlq_api
 from consumer.broker import H_REASON, Names
-from consumer.cli_dlq import app
-from consumer.settings import Settings
+from consumer.cli.dlq import app
+from consumer.core.settings import Settings
 from contracts import EventType, make_event
 from contracts.examples import EXAMPLES
-from tests.integration.test_dlq import (
+from tests.support.dead_letters import (
     broker_dead_letter,
     consumer_dead_letter,
     depth,

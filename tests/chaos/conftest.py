@@ -11,7 +11,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 
 from consumer.broker import Names
-from consumer.settings import Settings
+from consumer.core.settings import Settings
 from tests.chaos import report
 from tests.chaos.scenarios import Chaos
 
@@ -28,9 +28,13 @@ async def chaos(
     amqp_url: str,
 ) -> AsyncIterator[Chaos]:
     """A scenario driver on this test's database and prefix, with a queue bound to
-    ``dispatch.#`` that sees every ``dispatch.assigned`` (as an agent fleet would)."""
+    ``dispatch.#`` that sees every ``dispatch.assigned`` (as an agent fleet would), and one
+    bound to ``recovery.#`` that takes the recovery requests the fleet would answer (every
+    publish is mandatory: without a taker they would stay pending in the outbox)."""
     dispatch = await topology.declare_queue(exclusive=True)
     await dispatch.bind(Names(settings.prefix).dispatch, routing_key="dispatch.#")
+    recovery = await topology.declare_queue(exclusive=True)
+    await recovery.bind(Names(settings.prefix).dispatch, routing_key="recovery.#")
     seed = sum(map(ord, request.node.name))  # repeatable fault timing per scenario and form
     driver = Chaos(settings=settings, pool=pool, amqp=amqp, dispatch=dispatch,
                    pg_admin_url=pg_admin_url, template_db=template_db, amqp_url=amqp_url,

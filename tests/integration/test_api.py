@@ -23,17 +23,11 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi as schemathesis_asgi
 
-from consumer.api import create_app, render_openapi
-from consumer.settings import Settings
+from consumer.core.settings import Settings
+from consumer.http.app import create_app, render_openapi
 from contracts import ControlPause, ControlResume, decode
-from tests.integration import test_control, test_queries
-from tests.integration.test_control import collect
-from tests.integration.test_queries import Seeded, SeededDb, ago
-
-# Fixtures shared with the query and control tests (the seeded database is per module).
-control_queue = test_control.control_queue
-seeded_db = test_queries.seeded_db
-seeded = test_queries.seeded
+from tests.support.seed import Seeded, SeededDb, ago
+from tests.support.traffic import collect
 
 TOKEN = "s3cr3t-token"
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,6 +209,17 @@ async def test_database_down_gives_503_json(read_settings: Settings) -> None:
         assert (await c.get("/healthz")).status_code == 200
 
 
+async def test_refused_login_gives_503_with_the_reason(read_settings: Settings) -> None:
+    url = read_settings.dsn.replace("postgres@", "tl_no_such_role:s3cret@", 1)
+    refused = read_settings.model_copy(update={"database_url": SecretStr(url)})
+    async with api(refused) as c:
+        ready = await c.get("/readyz")
+        assert ready.status_code == 503
+        reason = ready.json()["detail"]["database"]
+        assert reason.startswith("refused:") and "tl_no_such_role" in reason, reason
+        assert "SQLSTATE 28" in reason and "s3cret" not in ready.text
+
+
 async def test_probes_and_metrics(read_settings: Settings) -> None:
     async with api(read_settings) as c:
         ready = await c.get("/readyz")
@@ -356,9 +361,9 @@ async def test_invalid_control_bodies_give_422(
 
 def test_openapi_document_is_checked_in() -> None:
     checked_in = ROOT / "docs" / "openapi.json"
-    assert checked_in.exists(), "run: python -m consumer.api docs/openapi.json"
+    assert checked_in.exists(), "run: python -m consumer.http.app docs/openapi.json"
     assert json.loads(checked_in.read_text()) == json.loads(render_openapi()), (
-        "docs/openapi.json drifted from the API: run `python -m consumer.api docs/openapi.json`"
+        "docs/openapi.json drifted from the API: run `python -m consumer.http.app docs/openapi.json`"
     )
 
 

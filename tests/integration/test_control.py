@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import aio_pika
 import asyncpg
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractQueue
 from pydantic import SecretStr
 
-from consumer import control
 from consumer.broker import Names, delete_topology, queue_depth
-from consumer.exceptions import BrokerUnavailable, InvalidArgument
-from consumer.settings import Settings
+from consumer.core.errors import BrokerUnavailable, InvalidArgument
+from consumer.core.settings import Settings
+from consumer.operations import control
 from contracts import ControlPause, ControlResume, ControlScope, EventType, decode
-
-
-@pytest.fixture
-async def control_queue(
-    topology: AbstractChannel, settings: Settings
-) -> AsyncIterator[AbstractQueue]:
-    """A private queue bound to ``<prefix>.events`` with ``control.#``."""
-    queue = await topology.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(Names(settings.prefix).events, routing_key="control.#")
-    yield queue
-
-
-async def collect(
-    queue: AbstractQueue, n: int, within: float = 10
-) -> list[AbstractIncomingMessage]:
-    """Wait (bounded) for exactly ``n`` messages on ``queue`` and acknowledge them."""
-    got: list[AbstractIncomingMessage] = []
-
-    async def consume() -> None:
-        async with queue.iterator() as it:
-            async for message in it:
-                await message.ack()
-                got.append(message)
-                if len(got) == n:
-                    return
-
-    await asyncio.wait_for(consume(), within)
-    return got
+from tests.support.traffic import collect
 
 
 async def actions(pool: asyncpg.Pool) -> list[asyncpg.Record]:

@@ -9,24 +9,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumer.settings import Settings
+from consumer.core.childenv import child_env
+from consumer.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment for a CLI subprocess pointed at the test's database, broker and prefix."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKLEDGER_")}
-    env.update(
-        TASKLEDGER_DATABASE_URL=settings.dsn,
-        TASKLEDGER_AMQP_URL=settings.amqp,
-        TASKLEDGER_PREFIX=settings.prefix,
-        TASKLEDGER_BATCH_LINGER_MS=str(settings.batch_linger_ms),
-        TASKLEDGER_SHUTDOWN_TIMEOUT_S=str(settings.shutdown_timeout_s),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    """Environment for a CLI subprocess pointed at the test's database, broker and prefix,
+    with the test's batch linger and shutdown budget, unbuffered output."""
+    return child_env(settings, "batch_linger_ms", "shutdown_timeout_s",
+                     **{"PYTHONUNBUFFERED": "1", **extra})  # fmt: skip
 
 
 def cli_command(*args: str) -> list[str]:
@@ -42,7 +35,12 @@ async def run_cli(
         *cli_command(*args), env=cli_env(settings, **env), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()  # never leave it running past the test
+        await proc.wait()
+        raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,12 +20,14 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from consumer.db_url import asyncpg_dsn, with_database
+from consumer.store.urls import asyncpg_dsn, with_database
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
 _containers: list[Any] = []
+NAMES: list[str] = []  # every name unique() made this session (broker prefixes among them)
+AMQP_URLS: list[str] = []  # the brokers the session used
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -76,6 +79,7 @@ def amqp_url() -> str:
     """URL of a RabbitMQ broker for the tests."""
     url = os.environ.get("TASKLEDGER_TEST_AMQP_URL", DEFAULT_AMQP)
     if _reachable(url, 5672):
+        AMQP_URLS.append(url)
         return url
     if _docker_answers():
         from testcontainers.rabbitmq import RabbitMqContainer
@@ -85,7 +89,8 @@ def amqp_url() -> str:
         _containers.append(container)
         host = container.get_container_host_ip()
         port = container.get_exposed_port(5672)
-        return f"amqp://guest:guest@{host}:{port}/"
+        AMQP_URLS.append(f"amqp://guest:guest@{host}:{port}/")
+        return AMQP_URLS[-1]
     _missing("RabbitMQ", url)
     raise AssertionError  # unreachable
 
@@ -98,8 +103,10 @@ def stop_containers() -> None:
 
 
 def unique(prefix: str) -> str:
-    """A short random name (databases, queue prefixes)."""
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+    """A short random name (databases, queue prefixes), remembered for the session-end check."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    NAMES.append(name)
+    return name
 
 
 async def create_database(admin_url: str, name: str, template: str | None = None) -> str:
@@ -125,3 +132,10 @@ async def drop_database(admin_url: str, name: str) -> None:
 def run(coro: Any) -> Any:
     """Run a coroutine from synchronous (session) fixture code."""
     return asyncio.run(coro)
+
+
+def run_apart(coro: Any) -> Any:
+    """Run a coroutine on a new event loop in another thread: safe from synchronous code
+    while a test's loop is this thread's current loop (``asyncio.run`` would unset it)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

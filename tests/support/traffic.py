@@ -13,9 +13,9 @@ import aio_pika
 import asyncpg
 
 from consumer.broker import Names
-from consumer.handlers import Handler
-from consumer.service import run_service
-from consumer.settings import Settings
+from consumer.core.settings import Settings
+from consumer.runtime.handler import Handler
+from consumer.runtime.service import run_service
 from contracts import EventType, make_event
 
 Message = tuple[str, bytes]
@@ -157,6 +157,24 @@ async def drain_queue(
     finally:
         await channel.close()
     return out
+
+
+async def collect(
+    queue: aio_pika.abc.AbstractQueue, n: int, within: float = 10
+) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Wait (bounded) for exactly ``n`` messages on ``queue`` and acknowledge them."""
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def consume() -> None:
+        async with queue.iterator() as it:
+            async for message in it:
+                await message.ack()
+                got.append(message)
+                if len(got) == n:
+                    return
+
+    await asyncio.wait_for(consume(), within)
+    return got
 
 
 async def ledger_count(pool: asyncpg.Pool) -> int:
