@@ -39,8 +39,9 @@ from contracts.examples import EXAMPLES  # noqa: E402
 WINDOW = 500
 
 
-async def fill(settings: Settings, count: int) -> None:
-    """Publish ``count`` consumer-style dead letters to the dlx, with confirms."""
+async def fill(settings: Settings, count: int, *, body_bytes: int = 0) -> None:
+    """Publish ``count`` consumer-style dead letters to the dlx, with confirms; bodies are
+    padded with JSON whitespace to ``body_bytes`` when given."""
     names = Names(settings.prefix)
     connection = await aio_pika.connect(settings.amqp)
     try:
@@ -53,6 +54,7 @@ async def fill(settings: Settings, count: int) -> None:
                 body = make_event(
                     EventType.TASK_STEP, step, source="agents/a1", subject=uuid.uuid4()
                 )
+                body += b" " * max(0, body_bytes - len(body))
                 headers = dead_letter_headers(
                     None,
                     reason="retries_exhausted",

@@ -4,6 +4,7 @@ pool, JSON output."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -14,7 +15,13 @@ import orjson
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
+# typer vendors its own click (typer._click): its exceptions and command classes.
+from typer import _click as click
+from typer._click import exceptions as click_errors
+
+from consumer.core import logs
 from consumer.core.errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -46,6 +53,64 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     err_console.print(f"[red]error:[/red] {redact_text(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _no_type_label(ctx: Any = None) -> str:
+    return ""
+
+
+def plain_help(command: click.Command) -> None:
+    """Use click's plain help and errors on ``command`` and every subcommand (typer's rich
+    mode draws boxes and labels flags ``<bool>``); an option without a metavar shows its
+    name (``--port PORT``), not its type (``<int range>``)."""
+    if hasattr(command, "rich_markup_mode"):
+        command.rich_markup_mode = None
+    for param in command.params:
+        flag = getattr(param, "is_flag", False) or getattr(param, "is_bool_flag", False)
+        if param.metavar is None and param.name and not flag and param.param_type_name == "option":
+            param.metavar = param.name.upper()  # not typer's <str> / <int range>
+        if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+            setattr(param, "display_type_rich", _no_type_label)  # noqa: B010  ("KEY <str>")
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub)
+
+
+def run_app(app: typer.Typer, prog_name: str = "taskledger") -> NoReturn:
+    """Run ``app`` as the console script: a wrong command line is one line, ``error: ...``,
+    exit 2 (``--help`` for the usage); no arguments print the help."""
+    command = typer.main.get_command(app)
+    plain_help(command)
+    try:
+        code = command.main(prog_name=prog_name, standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()
+        code = exc.exit_code
+    except click_errors.UsageError as exc:
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        err_console.print(
+            f"error: {escape(redact_text(message))}{where}", highlight=False, soft_wrap=True
+        )
+        code = EXIT_USAGE
+    except click_errors.ClickException as exc:
+        err_console.print(
+            f"error: {escape(redact_text(exc.format_message()))}", highlight=False, soft_wrap=True
+        )
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted", highlight=False)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def quiet_client_logs(settings: Settings) -> None:
+    """Logging for a one-shot command: warnings and up on stderr, and nothing from the AMQP
+    client, whose connection errors (``error when creating transport``) become our own
+    one-line error."""
+    level = "WARNING" if settings.log_level.upper() in ("INFO", "DEBUG") else settings.log_level
+    logs.configure(level, settings.log_json)
+    for noisy in ("aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -20,6 +20,7 @@ from consumer.cli.common import (
     load_settings,
     open_pool,
     print_json,
+    quiet_client_logs,
     run,
     usage_errors,
 )
@@ -79,6 +80,7 @@ def pause(
     with usage_errors():  # relative times count from now: --until 30m
         resume_after = parse_time(until, name="--until", ahead=True)
     settings = load_settings()
+    quiet_client_logs(settings)
     actor = control.default_actor(settings)
     event_id = run(
         control.pause(settings, task_id=task_id, until=resume_after, reason=reason, actor=actor)
@@ -109,6 +111,7 @@ def resume(
     if force and task_id is None:
         fail("--force needs a task: give --task ID")
     settings = load_settings()
+    quiet_client_logs(settings)
     actor = control.default_actor(settings)
     event_id = run(control.resume(settings, task_id=task_id, force=force, actor=actor))
     action = "force" if force else "resume"

@@ -30,6 +30,7 @@ from consumer.cli.common import (
     run,
 )
 from consumer.cli.dlq_render import (
+    BODY_PREVIEW,
     ReplayBar,
     print_counts,
     print_detail,
@@ -94,7 +95,7 @@ IdOpt = Annotated[
     typer.Option(
         "--id",
         metavar="ID",
-        help="CloudEvent id, message_id or fingerprint (as `list` shows); repeatable.",
+        help="Message key (as `list` shows), CloudEvent id, message_id or fingerprint; repeatable.",
     ),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", metavar="N", help="At most N messages.")]
@@ -182,7 +183,7 @@ def list_cmd(
     limit: Annotated[int, typer.Option("--limit", metavar="N", help="At most N messages.")] = 100,
     json_out: JsonOpt = False,
 ) -> None:
-    """List dead letters in queue order, with the id `show` and `replay --id` accept."""
+    """List dead letters in queue order, with the key `show` and `replay --id` accept."""
     filters = build_filters(
         reason=reason, type_=type_, since=since, until=until, task=task, limit=limit
     )
@@ -204,11 +205,24 @@ async def _show(settings: Settings, ident: str) -> list[DeadLetterDetail] | None
 @app.command()
 def show(
     ident: Annotated[
-        str, typer.Argument(metavar="ID", help="CloudEvent id, message_id or fingerprint.")
+        str,
+        typer.Argument(
+            metavar="KEY",
+            help="Message key (as `list` shows), CloudEvent id, message_id or fingerprint.",
+        ),
     ],
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full", help=f"Print the whole body (default: the first {BODY_PREVIEW:,} characters)."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show one dead letter: headers, death history, body pretty-printed."""
+    """Show one dead letter: headers, death history, body pretty-printed.
+
+    Every message with that key or id is shown (several can share an event id).
+    """
     settings = _settings()
     details = run(_show(settings, ident))
     if details is None:
@@ -217,7 +231,7 @@ def show(
         print_json([d.model_dump(mode="json") for d in details])
         return
     for detail in details:
-        print_detail(detail)
+        print_detail(detail, full=full)
 
 
 # --------------------------------------------------------------------------- replay

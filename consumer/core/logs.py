@@ -1,8 +1,13 @@
-"""Logging: text or JSON lines, structured ``extra`` fields, secrets redacted."""
+"""Logging: text or JSON lines, structured ``extra`` fields, secrets redacted, no colour.
+
+Messages from libraries that colour their output (uvicorn) lose their ANSI escape codes:
+a log line is text for files and collectors, not a terminal.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +15,14 @@ from typing import Any
 import orjson
 
 from consumer.core.settings import redact_text
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def clean(text: str) -> str:
+    """``text`` with secrets redacted and ANSI escape sequences removed."""
+    return _ANSI.sub("", redact_text(text))
+
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -26,13 +39,13 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": redact_text(record.getMessage()),
+            "message": clean(record.getMessage()),
         }
         payload.update(
-            {k: redact_text(v) if isinstance(v, str) else v for k, v in _extras(record).items()}
+            {k: clean(v) if isinstance(v, str) else v for k, v in _extras(record).items()}
         )
         if record.exc_info:
-            payload["exception"] = redact_text(self.formatException(record.exc_info))
+            payload["exception"] = clean(self.formatException(record.exc_info))
         return orjson.dumps(payload, default=str).decode()
 
 
@@ -47,7 +60,7 @@ class TextFormatter(logging.Formatter):
         line = f"{base} {extras}" if extras else base
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return redact_text(line)
+        return clean(line)
 
 
 def configure(level: str = "INFO", json_lines: bool = False) -> None:

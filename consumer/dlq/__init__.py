@@ -6,7 +6,9 @@ done in its modules: :mod:`~consumer.dlq.codec` (AMQP values to JSON and back),
 (reading the queue without consuming it), :mod:`~consumer.dlq.publisher` (confirmed
 publishes), :mod:`~consumer.dlq.views` (summary, list, show), :mod:`~consumer.dlq.replayer`
 (replay) with :mod:`~consumer.dlq.replay_headers`, :mod:`~consumer.dlq.archive` (export,
-import), :mod:`~consumer.dlq.connection` (the broker connection they share). Operator
+import), :mod:`~consumer.dlq.connection` (the broker connection they share),
+:mod:`~consumer.dlq.lease` (one operation at a time: a second one gets
+:class:`DeadLettersBusy`). Operator
 actions are recorded by :mod:`consumer.operations.actions`.
 """
 
@@ -18,6 +20,7 @@ from consumer.dlq.archive import (
     export,
     export_record,
     import_file,
+    iter_export,
     parse_export_line,
     read_export,
 )
@@ -34,7 +37,16 @@ from consumer.dlq.codec import (
     stored_headers,
     with_headers,
 )
-from consumer.dlq.letters import DeadLetter, Filters, Origin, deaths_of, inspect, resolve_origin
+from consumer.dlq.lease import BUSY, DeadLettersBusy, dead_letter_lease
+from consumer.dlq.letters import (
+    H_REPLAY_RUN,
+    DeadLetter,
+    Filters,
+    Origin,
+    deaths_of,
+    inspect,
+    resolve_origin,
+)
 from consumer.dlq.publisher import Publisher, PublishRefused
 from consumer.dlq.replay_headers import (
     FAILURE_HEADERS,
@@ -52,23 +64,27 @@ from consumer.dlq.views import (
     DlqGroup,
     DlqListing,
     DlqSummary,
+    error_pattern,
     list_dead_letters,
     show,
     summary,
 )
 
 __all__ = [
+    "BUSY",
     "DELIVERY_ANNOTATIONS",
     "EXPORT_FORMAT",
     "FAILURE_HEADERS",
     "H_LAST_REASON",
     "H_REPLAYED_AT",
+    "H_REPLAY_RUN",
     "PROPERTY_FIELDS",
     "REPLAY_WINDOW",
     "DeadLetter",
     "DeadLetterDetail",
     "DeadLetterInfo",
     "DeadLetterNotFound",
+    "DeadLettersBusy",
     "DeadQueueScan",
     "DlqGroup",
     "DlqListing",
@@ -83,14 +99,17 @@ __all__ = [
     "PublishRefused",
     "Publisher",
     "ReplayResult",
+    "dead_letter_lease",
     "deaths_of",
     "decode_value",
     "encode_value",
+    "error_pattern",
     "export",
     "export_record",
     "fingerprint",
     "import_file",
     "inspect",
+    "iter_export",
     "jsonable",
     "list_dead_letters",
     "original_routing_key",

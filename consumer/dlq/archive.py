@@ -1,7 +1,9 @@
 """``export`` and ``import``: dead letters to a JSONL file, byte for byte, and back.
 
-An export is fsynced before anything is acked (``--purge``); an import validates the whole
-file before it publishes, through the dead-letter exchange, with confirms.
+Both stream: an export writes each line as the pass reads it (to ``<file>.partial``, fsynced
+and renamed once complete, before anything is acked with ``--purge``); an import reads the
+file twice, a line at a time: once to validate all of it, then to publish, through the
+dead-letter exchange, with confirms in windows of :data:`IMPORT_WINDOW`.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import orjson
 from aio_pika.abc import AbstractConnection
@@ -26,6 +28,7 @@ from consumer.core.errors import BrokerUnavailable, InvalidArgument
 from consumer.core.settings import Settings, redact_text
 from consumer.dlq.codec import decode_value, encode_value, properties_from_json, properties_to_json
 from consumer.dlq.connection import CONNECTION_LOST, broker_connection
+from consumer.dlq.lease import dead_letter_lease
 from consumer.dlq.letters import DeadLetter, Filters
 from consumer.dlq.publisher import Publisher, PublishRefused
 from consumer.dlq.scan import DeadQueueScan
@@ -34,6 +37,8 @@ from consumer.operations.actions import ActionRecorder, default_actor
 #: Format tag of every line ``export`` writes.
 EXPORT_FORMAT = "taskledger.dlq/1"
 PREVIEW_LIMIT = 4096
+#: Messages an import publishes before it waits for their confirms.
+IMPORT_WINDOW = 128
 
 
 class ExportResult(BaseModel):
@@ -114,40 +119,85 @@ def parse_export_line(line: bytes, number: int) -> ExportedMessage:
         raise InvalidArgument(f"line {number}: {exc}") from None
 
 
-def read_export(path: Path) -> list[ExportedMessage]:
-    """Read and validate a whole export file; raises :class:`InvalidArgument`."""
+def iter_export(path: Path) -> Iterator[ExportedMessage]:
+    """Read an export file line by line (memory does not grow with its size).
+
+    Raises :class:`InvalidArgument` naming the first bad line, or when it cannot be read.
+    """
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield parse_export_line(line, number)
     except OSError as exc:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror or exc}") from None
-    lines = [(n, line) for n, line in enumerate(raw.splitlines(), start=1) if line.strip()]
-    return [parse_export_line(line, n) for n, line in lines]
+
+
+def validate_export(path: Path) -> int:
+    """Check every line of an export file; return how many messages it holds."""
+    return sum(1 for _ in iter_export(path))
+
+
+def read_export(path: Path) -> list[ExportedMessage]:
+    """Read and validate a whole export file into memory (small files, tests)."""
+    return list(iter_export(path))
+
+
+class DurableWriter:
+    """Lines written to ``<path>.partial`` as they come, then fsynced and renamed to ``path``.
+
+    Raises :class:`InvalidArgument` if ``path`` exists or cannot be written; an unfinished
+    file is removed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp = path.with_name(path.name + ".partial")
+        try:
+            self._fh: BinaryIO = self._tmp.open("xb")
+        except OSError as exc:
+            raise InvalidArgument(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def write(self, line: bytes) -> None:
+        """Append one line (buffered)."""
+        try:
+            self._fh.write(line)
+        except OSError as exc:
+            self.abandon()
+            raise InvalidArgument(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def abandon(self) -> None:
+        """Close and remove the unfinished file."""
+        with suppress(OSError):
+            self._fh.close()
+        with suppress(OSError):
+            self._tmp.unlink()
+
+    def commit(self) -> None:
+        """fsync the file, rename it to ``path`` and fsync the directory."""
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            if self.path.exists():
+                raise FileExistsError(self.path)
+            os.replace(self._tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            self.abandon()
+            raise InvalidArgument(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
 
 def write_durably(path: Path, lines: Iterable[bytes]) -> None:
-    """Write ``lines`` to ``path`` through a temporary file, fsync it and its directory.
-
-    Raises :class:`InvalidArgument` if ``path`` exists or cannot be written.
-    """
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with tmp.open("xb") as fh:
-            for line in lines:
-                fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            raise FileExistsError(path)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        with suppress(OSError):
-            tmp.unlink()
-        raise InvalidArgument(f"cannot write {path}: {exc.strerror or exc}") from None
+    """Write ``lines`` to ``path`` through a temporary file, fsync it and its directory."""
+    writer = DurableWriter(path)
+    for line in lines:
+        writer.write(line)
+    writer.commit()
 
 
 async def export(
@@ -157,7 +207,6 @@ async def export(
     *,
     purge: bool = False,
     actor: str | None = None,
-    connection: AbstractConnection | None = None,
 ) -> ExportResult:
     """Write the matching dead letters to ``out`` (JSONL), fsync, then with ``purge`` ack them.
 
@@ -182,7 +231,7 @@ async def export(
                 result.action_ids.append(action_id)
 
     try:
-        async with broker_connection(settings, connection) as conn:
+        async with dead_letter_lease(settings) as conn:
             await _recorded(
                 _export_pass(conn, settings, filters, out, purge, result), result, record
             )
@@ -233,22 +282,26 @@ async def _export_pass(
     now = datetime.now(UTC)
     async with DeadQueueScan(conn, names) as scan:
         result.total = scan.depth
-        chosen: list[DeadLetter] = []
-        lines: list[bytes] = []
-        async with aclosing(scan.messages()) as letters:
-            async for letter in letters:
-                result.scanned += 1
-                if not filters.matches(letter):
-                    continue
-                chosen.append(letter)
-                lines.append(orjson.dumps(export_record(letter, now)) + b"\n")
-                if filters.limit is not None and len(chosen) >= filters.limit:
-                    break
-        await asyncio.to_thread(write_durably, out, lines)
-        result.exported = len(chosen)
+        tags: list[int] = []  # what --purge acks once the file is on disk: ints, not bodies
+        writer = DurableWriter(out)
+        try:
+            async with aclosing(scan.messages()) as letters:
+                async for letter in letters:
+                    result.scanned += 1
+                    if not filters.matches(letter):
+                        continue
+                    writer.write(orjson.dumps(export_record(letter, now)) + b"\n")
+                    tags.append(letter.delivery_tag)
+                    if filters.limit is not None and len(tags) >= filters.limit:
+                        break
+            await asyncio.to_thread(writer.commit)
+        except BaseException:
+            writer.abandon()
+            raise
+        result.exported = len(tags)
         if purge:
-            for letter in chosen:
-                await scan.ack(letter)
+            for tag in tags:
+                await scan.ack_tag(tag)
                 result.purged += 1
 
 
@@ -266,10 +319,10 @@ async def import_file(
     :class:`DatabaseUnavailable`, :class:`BrokerUnavailable`.
     """
     path = Path(path)
-    messages = await asyncio.to_thread(read_export, path)
+    count = await asyncio.to_thread(validate_export, path)
     actor = actor or default_actor(settings)
     names = Names(settings.prefix)
-    result = ImportResult(file=str(path), read=len(messages))
+    result = ImportResult(file=str(path), read=count)
     recorder = await ActionRecorder.open(settings)
 
     async def record() -> None:
@@ -278,19 +331,39 @@ async def import_file(
         if action_id is not None:
             result.action_ids.append(action_id)
 
+    async def publish_one(publisher: Publisher, message: ExportedMessage) -> None:
+        await publisher.publish(message.body, message.properties, names.dlx, message.routing_key)
+        result.imported += 1
+
     async def publish_all(conn: AbstractConnection) -> None:
         async with Publisher(conn) as publisher:
             if not await publisher.exchange_exists(names.dlx):
                 raise InvalidArgument(f"exchange {names.dlx} does not exist: run the service")
-            for message in messages:
-                await publisher.publish(
-                    message.body, message.properties, names.dlx, message.routing_key
-                )
-                result.imported += 1
+            batch: list[ExportedMessage] = []
+            for message in iter_export(path):  # read again, a line at a time
+                batch.append(message)
+                if len(batch) >= IMPORT_WINDOW:
+                    await _publish_batch(publisher, batch, publish_one)
+            await _publish_batch(publisher, batch, publish_one)
 
     try:
-        async with broker_connection(settings, connection) as conn:
+        async with dead_letter_lease(settings), broker_connection(settings, connection) as conn:
             await _recorded(publish_all(conn), result, record)
     finally:
         await recorder.close()
     return result
+
+
+async def _publish_batch(
+    publisher: Publisher,
+    batch: list[ExportedMessage],
+    publish_one: Callable[[Publisher, ExportedMessage], Awaitable[None]],
+) -> None:
+    """Publish ``batch`` with its confirms awaited together, then empty it."""
+    outcomes = await asyncio.gather(
+        *(publish_one(publisher, m) for m in batch), return_exceptions=True
+    )
+    batch.clear()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -154,6 +154,24 @@ def stored_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (headers or {}).items() if k not in DELIVERY_ANNOTATIONS}
 
 
+def message_key(body: bytes, properties: spec.Basic.Properties, headers: Mapping[str, Any]) -> str:
+    """A short id of one message: SHA-256 of its body, properties and stored headers.
+
+    Several dead letters can share an event id or a body (one event failing twice); the
+    key tells them apart, and stays the same from one pass to the next. Only messages
+    identical in every byte share a key.
+    """
+    digest = hashlib.sha256(body)
+    props = {name: getattr(properties, name) for name in PROPERTY_FIELDS}
+    for value in (props, dict(headers)):
+        try:
+            encoded = orjson.dumps(encode_value(value), option=orjson.OPT_SORT_KEYS)
+        except (TypeError, ValueError, orjson.JSONEncodeError):
+            encoded = repr(value).encode("utf-8", errors="replace")
+        digest.update(len(encoded).to_bytes(8, "big") + encoded)
+    return "k" + digest.hexdigest()[:15]
+
+
 def fingerprint(body: bytes) -> str:
     """A stable short id for a body: the first 12 hex digits of its SHA-256."""
     return hashlib.sha256(body).hexdigest()[:12]

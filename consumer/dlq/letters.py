@@ -31,10 +31,15 @@ from consumer.dlq.codec import (
     as_text,
     as_time,
     fingerprint,
+    message_key,
     parse_envelope,
     stored_headers,
 )
 from contracts import DeadLetterReason
+
+#: Header naming the replay run that republished a message (a re-run after an
+#: interruption skips the messages its interrupted run already sent, that came back).
+H_REPLAY_RUN = "x-taskledger-replay-run"
 
 
 def deaths_of(headers: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -87,6 +92,7 @@ class DeadLetter:
 
     body: bytes
     properties: spec.Basic.Properties
+    key: str
     delivery_tag: int
     routing_key: str
     headers: dict[str, Any]
@@ -102,6 +108,7 @@ class DeadLetter:
     origin: Origin | None
     replay_count: int
     delivery_count: int
+    replay_run: str | None = None
 
     @property
     def id(self) -> str:
@@ -109,9 +116,9 @@ class DeadLetter:
         return self.event_id or self.properties.message_id or self.fingerprint
 
     def has_id(self, ident: str) -> bool:
-        """Whether ``ident`` is this message's CloudEvent id, message_id or fingerprint."""
+        """Whether ``ident`` is this message's key, CloudEvent id, message_id or fingerprint."""
         wanted = ident.strip().lower()
-        candidates = (self.event_id, self.properties.message_id, self.fingerprint)
+        candidates = (self.key, self.event_id, self.properties.message_id, self.fingerprint)
         return any(c is not None and c.lower() == wanted for c in candidates)
 
     @property
@@ -157,6 +164,7 @@ def inspect(
     return DeadLetter(
         body=body,
         properties=properties,
+        key=message_key(body, properties, headers),
         delivery_tag=delivery_tag,
         routing_key=routing_key,
         headers=headers,
@@ -172,6 +180,7 @@ def inspect(
         origin=origin,
         replay_count=as_int(headers.get(H_REPLAY_COUNT)),
         delivery_count=as_int(raw_headers.get("x-delivery-count")),
+        replay_run=as_text(headers.get(H_REPLAY_RUN)),
     )
 
 
@@ -181,7 +190,8 @@ class Filters(BaseModel):
     ``reasons`` and ``types`` are shell patterns (``task.*``); ``since``/``until`` bound
     the failure time (``since`` inclusive, ``until`` exclusive; messages without one do
     not match a time bound); ``task`` is the CloudEvent subject; ``ids`` accept the
-    CloudEvent id, the message_id or the fingerprint; ``limit`` caps how many match.
+    message key, the CloudEvent id, the message_id or the fingerprint; ``limit`` caps how
+    many match.
     """
 
     model_config = ConfigDict(frozen=True)

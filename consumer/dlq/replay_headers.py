@@ -7,7 +7,8 @@ last failure (``x-taskledger-reason``, ``-error``, ``-failed-at``, ``-source-que
 ``-exchange``), which would otherwise be mistaken for the reason of a later broker
 dead-lettering, and ``x-taskledger-attempt``, so a replay gets the full retry budget
 again. The last reason is kept as ``x-taskledger-last-reason``,
-``x-taskledger-replay-count`` is incremented and ``x-taskledger-replayed-at`` set. A
+``x-taskledger-replay-count`` is incremented, ``x-taskledger-replayed-at`` set and
+``x-taskledger-replay-run`` names the run (see :mod:`consumer.dlq.replayer`). A
 message that fails again gets fresh failure headers from the consumer.
 ``x-delivery-count`` (a delivery annotation of the dead queue) is dropped on replay and
 export. aiormq gives a message without ``message_id`` a random one when publishing (it
@@ -30,7 +31,7 @@ from consumer.broker import (
     H_SOURCE_QUEUE,
 )
 from consumer.dlq.codec import as_text
-from consumer.dlq.letters import DeadLetter
+from consumer.dlq.letters import H_REPLAY_RUN, DeadLetter
 
 #: Header holding the reason of the failure a replayed message was taken out of.
 H_LAST_REASON = "x-taskledger-last-reason"
@@ -50,7 +51,7 @@ def original_routing_key(letter: DeadLetter) -> str | None:
     return letter.event_type
 
 
-def replay_headers(letter: DeadLetter, now: datetime) -> dict[str, Any]:
+def replay_headers(letter: DeadLetter, now: datetime, run_id: str | None = None) -> dict[str, Any]:
     """Headers of the republished message (see the module docstring for the choice)."""
     headers = {k: v for k, v in letter.headers.items() if k not in FAILURE_HEADERS}
     routing_key = original_routing_key(letter)
@@ -61,4 +62,6 @@ def replay_headers(letter: DeadLetter, now: datetime) -> dict[str, Any]:
     headers[H_REPLAY_COUNT] = letter.replay_count + 1
     headers[H_REPLAYED_AT] = now.isoformat()
     headers[H_LAST_REASON] = letter.reason
+    if run_id is not None:
+        headers[H_REPLAY_RUN] = run_id
     return headers

@@ -7,7 +7,12 @@ acknowledged in the dead queue only after the broker confirmed the publish: at n
 instant is it in neither place. An interruption between confirm and ack leaves it in both
 (the ledger makes the duplicate a no-op); the result counts those as ``in_doubt``.
 
-What a replayed message carries is :mod:`consumer.dlq.replay_headers`.
+What a replayed message carries is :mod:`consumer.dlq.replay_headers`. Each run has an id
+(``run_id``), stamped on what it republishes (``x-taskledger-replay-run``). When the newest
+recorded replay was interrupted (Ctrl-C, a lost connection), the next run skips the dead
+letters stamped by it (and by the runs it skipped in turn): those went out and came back
+already, so running the same command again continues instead of replaying them once more.
+Naming a message (``--id``) replays it whatever its stamp.
 """
 
 from __future__ import annotations
@@ -15,24 +20,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from aio_pika.abc import AbstractConnection
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from consumer.broker import Names
-from consumer.core.errors import BrokerUnavailable, InvalidArgument
+from consumer.core.errors import BrokerUnavailable, DatabaseUnavailable, InvalidArgument
 from consumer.core.settings import Settings, redact_text
 from consumer.dlq.codec import with_headers
 from consumer.dlq.connection import CONNECTION_LOST, broker_connection
+from consumer.dlq.lease import dead_letter_lease
 from consumer.dlq.letters import DeadLetter, Filters, Origin
 from consumer.dlq.publisher import Publisher, PublishRefused
 from consumer.dlq.replay_headers import replay_headers
 from consumer.dlq.scan import DeadQueueScan
 from consumer.operations.actions import ActionRecorder, default_actor
+from consumer.store import db
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +64,14 @@ class ReplayResult(BaseModel):
     the dead queue; ``skipped`` did not match; ``failed`` matched but stay in the dead
     queue; ``in_doubt`` may have reached the destination but could not be acked (they
     may be in both places). On an interruption, matched messages not counted in any of
-    these were not sent and stay in the dead queue."""
+    these were not sent and stay in the dead queue. ``bounced`` (counted in ``skipped``)
+    came back from an interrupted run this one continues (``skipped_runs``)."""
 
     status: Literal["completed", "interrupted"] = "completed"
     dry_run: bool = False
+    run_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    skipped_runs: list[str] = []
+    bounced: int = 0
     total: int = 0
     scanned: int = 0
     matched: int = 0
@@ -152,6 +165,10 @@ class Replayer:
         if not self.filters.matches(letter):
             self.result.skipped += 1
             return
+        if letter.replay_run in self.result.skipped_runs and not self.filters.ids:
+            self.result.skipped += 1
+            self.result.bounced += 1
+            return
         self.result.matched += 1
         dest = self._destination(letter)
         if dest is None:
@@ -191,7 +208,8 @@ class Replayer:
         log.info("dead letter not replayed", extra={"action": "dlq_replay", "id": letter.id})
 
     async def _move(self, letter: DeadLetter, dest: Origin) -> None:
-        props = with_headers(letter.properties, replay_headers(letter, datetime.now(UTC)))
+        headers = replay_headers(letter, datetime.now(UTC), self.result.run_id)
+        props = with_headers(letter.properties, headers)
         try:
             await self.publisher.publish(letter.body, props, dest.exchange, dest.routing_key)
         except (PublishRefused, BrokerUnavailable) as exc:  # refused, or never sent
@@ -255,6 +273,7 @@ async def replay(
     params = {**filters.params(), "dry_run": dry_run, "rate": rate, "to_queue": to_queue}
     result = ReplayResult(dry_run=dry_run)
     recorder = None if dry_run else await ActionRecorder.open(settings)
+    result.skipped_runs = await _interrupted_runs(settings, quiet=dry_run)
     started = time.monotonic()
     try:
         try:
@@ -269,6 +288,31 @@ async def replay(
         if recorder is not None:
             await recorder.close()
     return result
+
+
+async def _interrupted_runs(settings: Settings, *, quiet: bool) -> list[str]:
+    """The runs whose bounced messages this one skips: the newest recorded replay and those
+    it skipped, if it was interrupted. ``quiet``: an unreachable database means none."""
+    try:
+        conn = await db.connect(settings.dsn)
+    except DatabaseUnavailable:
+        if quiet:
+            return []
+        raise
+    try:
+        with db.translate_errors():
+            raw = await conn.fetchval(db.q("dlq_last_replay"))
+    except DatabaseUnavailable:
+        if quiet:
+            return []
+        raise
+    finally:
+        await conn.close()
+    last = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    if not isinstance(last, dict) or last.get("status") != "interrupted":
+        return []
+    runs = [last.get("run_id"), *(last.get("skipped_runs") or [])]
+    return [r for r in runs if isinstance(r, str)][:MAX_ERRORS_KEPT]
 
 
 async def _finish(
@@ -303,10 +347,14 @@ async def _replay_pass(
 ) -> None:
     names = Names(settings.prefix)
     try:
-        async with broker_connection(settings, connection) as conn, Publisher(conn) as publisher:
+        async with (
+            dead_letter_lease(settings) as lease,
+            broker_connection(settings, connection) as conn,
+            Publisher(conn) as publisher,
+        ):
             if to_queue is not None and not await publisher.queue_exists(to_queue):
                 raise InvalidArgument(f"queue {to_queue!r} does not exist")
-            async with DeadQueueScan(conn, names) as scan:
+            async with DeadQueueScan(lease, names) as scan:
                 replayer = Replayer(
                     scan,
                     publisher,

@@ -5,19 +5,19 @@ Every message stays in the queue, in order (see :mod:`consumer.dlq.scan`).
 
 from __future__ import annotations
 
+import re
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
 import orjson
-from aio_pika.abc import AbstractConnection
 from pydantic import BaseModel
 
 from consumer.broker import Names
 from consumer.core.errors import TaskledgerError
 from consumer.core.settings import Settings
 from consumer.dlq.codec import PROPERTY_FIELDS, jsonable, parse_envelope
-from consumer.dlq.connection import broker_connection
+from consumer.dlq.lease import dead_letter_lease
 from consumer.dlq.letters import DeadLetter, Filters, deaths_of
 from consumer.dlq.scan import DeadQueueScan
 
@@ -26,12 +26,40 @@ class DeadLetterNotFound(TaskledgerError):
     """No message of the dead queue has that id (CloudEvent id, message_id or fingerprint)."""
 
 
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_UUID = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+)
+_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?")
+_HEX = re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
+_NUMBER = re.compile(r"[-+]?\d+(\.\d+)?")
+
+
+def error_pattern(error: str | None) -> str | None:
+    """The first line of an error with what varies between messages taken out.
+
+    Quoted values, UUIDs, times, long hex ids and numbers (character offsets, line and
+    column) become ``'…'``, ``<uuid>``, ``<time>``, ``<hex>`` and ``N``, so one cause is one
+    group: ``unexpected character: line 1 column 7 (char 6)`` and ``... column 9 (char 8)``
+    both read ``unexpected character: line N column N (char N)``.
+    """
+    if not error:
+        return None
+    text = _QUOTED.sub("'…'", error)
+    text = _UUID.sub("<uuid>", text)
+    text = _TIME.sub("<time>", text)
+    text = _HEX.sub("<hex>", text)
+    return " ".join(_NUMBER.sub("N", text).split())
+
+
 class DlqGroup(BaseModel):
-    """Dead letters sharing reason, event type and first line of error."""
+    """Dead letters sharing reason, event type and error pattern (:func:`error_pattern`);
+    ``example`` is the first line of one of their errors as it was."""
 
     reason: str
     event_type: str | None
     error: str | None
+    example: str | None = None
     count: int
     oldest: datetime | None
     newest: datetime | None
@@ -46,8 +74,10 @@ class DlqSummary(BaseModel):
 
 
 class DeadLetterInfo(BaseModel):
-    """One dead letter as ``list`` shows it."""
+    """One dead letter as ``list`` shows it; ``key`` is unique to the message (several can
+    share an ``id``) and is what ``show`` and ``replay --id`` take."""
 
+    key: str
     id: str
     fingerprint: str
     message_id: str | None
@@ -66,6 +96,7 @@ class DeadLetterInfo(BaseModel):
     def of(cls, letter: DeadLetter) -> DeadLetterInfo:
         """Build from a :class:`DeadLetter`."""
         return cls(
+            key=letter.key,
             id=letter.id,
             fingerprint=letter.fingerprint,
             message_id=letter.properties.message_id,
@@ -138,12 +169,18 @@ class _Groups:
         self._groups: dict[tuple[str, str | None, str | None], DlqGroup] = {}
 
     def add(self, letter: DeadLetter) -> None:
-        key = (letter.reason, letter.event_type, letter.error_line)
+        key = (letter.reason, letter.event_type, error_pattern(letter.error_line))
         group = self._groups.get(key)
         at = letter.failed_at
         if group is None:
             self._groups[key] = DlqGroup(
-                reason=key[0], event_type=key[1], error=key[2], count=1, oldest=at, newest=at
+                reason=key[0],
+                event_type=key[1],
+                error=key[2],
+                example=letter.error_line,
+                count=1,
+                oldest=at,
+                newest=at,
             )
             return
         group.count += 1
@@ -162,9 +199,8 @@ async def summary(
     settings: Settings,
     *,
     limit: int | None = None,
-    connection: AbstractConnection | None = None,
 ) -> DlqSummary:
-    """Group the dead letters by reason, event type and first line of error.
+    """Group the dead letters by reason, event type and error pattern.
 
     Looks at most at ``limit`` messages (all when None); every message stays in the queue,
     in order. Raises :class:`BrokerUnavailable`.
@@ -172,7 +208,7 @@ async def summary(
     names = Names(settings.prefix)
     groups = _Groups()
     async with (
-        broker_connection(settings, connection) as conn,
+        dead_letter_lease(settings) as conn,
         DeadQueueScan(conn, names, max_messages=limit) as scan,
     ):
         async with aclosing(scan.messages()) as letters:
@@ -181,16 +217,14 @@ async def summary(
         return DlqSummary(total=scan.depth, scanned=scan.delivered, groups=groups.sorted())
 
 
-async def list_dead_letters(
-    settings: Settings, filters: Filters, *, connection: AbstractConnection | None = None
-) -> DlqListing:
+async def list_dead_letters(settings: Settings, filters: Filters) -> DlqListing:
     """The dead letters matching ``filters`` (up to ``filters.limit``), in queue order.
 
     Every message stays in the queue, in order. Raises :class:`BrokerUnavailable`.
     """
     names = Names(settings.prefix)
     items: list[DeadLetterInfo] = []
-    async with broker_connection(settings, connection) as conn, DeadQueueScan(conn, names) as scan:
+    async with dead_letter_lease(settings) as conn, DeadQueueScan(conn, names) as scan:
         async with aclosing(scan.messages()) as letters:
             async for letter in letters:
                 if filters.matches(letter):
@@ -200,9 +234,7 @@ async def list_dead_letters(
         return DlqListing(total=scan.depth, scanned=scan.delivered, items=items)
 
 
-async def show(
-    settings: Settings, ident: str, *, connection: AbstractConnection | None = None
-) -> list[DeadLetterDetail]:
+async def show(settings: Settings, ident: str) -> list[DeadLetterDetail]:
     """Every dead letter whose CloudEvent id, message_id or fingerprint is ``ident``.
 
     Raises :class:`DeadLetterNotFound` when there is none, :class:`BrokerUnavailable`.
@@ -210,7 +242,7 @@ async def show(
     names = Names(settings.prefix)
     found: list[DeadLetterDetail] = []
     async with (
-        broker_connection(settings, connection) as conn,
+        dead_letter_lease(settings) as conn,
         DeadQueueScan(conn, names) as scan,
         aclosing(scan.messages()) as letters,
     ):

@@ -8,8 +8,10 @@ reason.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ from tests.support.traffic import ledger_count, wait_until
 
 async def dlq(settings: Settings, *args: str, **env: str) -> tuple[int, str, str]:
     """Run `taskledger dlq ARGS`; returns (exit code, stdout, stderr)."""
-    return await run_cli(settings, "dlq", *args, COLUMNS="220", NO_COLOR="1", **env)
+    return await run_cli(settings, "dlq", *args, **{"COLUMNS": "220", "NO_COLOR": "1", **env})
 
 
 def one_line_error(err: str) -> str:
@@ -368,3 +370,56 @@ async def test_killing_the_consumer_of_the_target_mid_replay_loses_nothing(
 
 async def _ledger_has(pool: asyncpg.Pool, n: int) -> bool:
     return await ledger_count(pool) >= n
+
+
+# --------------------------------------------------------------------------- operator output
+
+
+async def test_piped_output_never_cuts_key_columns_and_show_cuts_big_bodies(
+    settings: Settings, topology: AbstractChannel, names: Names
+) -> None:
+    code, out, err = await dlq(settings, "summary", COLUMNS="40")
+    assert code == 0 and f"{names.dead} is empty" in out, err
+
+    long_type = "task.requeued.after.a.very.long.routing.key.name"
+    big = b'"' + b"x" * (1024 * 1024) + b'"'
+    hostile = {  # shown, not a traceback
+        "x-taskledger-replay-count": "\u00b2",
+        "nested": {"a": [bytearray(b"\xff\x00"), {"b": None, "c": Decimal("1.5")}]},
+    }
+    for _ in range(2):  # same body twice: one event, two messages, two keys
+        await consumer_dead_letter(
+            topology,
+            names,
+            big,
+            routing_key=long_type,
+            reason="retries_exhausted",
+            error="gave up after 5 attempts at 2026-01-01T00:00:00Z",
+            headers=hostile,
+        )
+    await wait_depth(topology, names.dead, lambda n: n == 2, "2 dead letters")
+
+    code, out, err = await dlq(settings, "summary", COLUMNS="40")
+    assert code == 0 and "retries_exhausted" in out and long_type in out, out + err
+    assert "gave up after N attempts at <time>" in out  # one group, whole
+    code, out, err = await dlq(settings, "list", COLUMNS="40")
+    assert code == 0 and "retries_exhausted" in out and long_type in out, out + err
+    keys = re.findall(r"\bk[0-9a-f]{15}\b", out)  # whole, one per message
+    assert len(set(keys)) == len(keys) == 2, out
+
+    code, out, err = await dlq(settings, "show", keys[1])
+    assert code == 0, err
+    assert len(out) < 20_000 and "--full for all" in out
+    code, out, err = await dlq(settings, "show", keys[1], "--full")
+    assert code == 0 and len(out) > 1024 * 1024 and "--full for all" not in out, err
+
+
+async def test_a_second_operator_is_told_busy_in_one_line(
+    settings: Settings, topology: AbstractChannel
+) -> None:
+    async with dlq_api.dead_letter_lease(settings):
+        code, out, err = await dlq(settings, "summary")
+    assert code == 1, out + err
+    assert "busy: another operation holds the dead letters" in one_line_error(err)
+    code, out, err = await dlq(settings, "summary")
+    assert code == 0, err

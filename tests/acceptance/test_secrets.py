@@ -335,3 +335,92 @@ async def test_help_of_every_command_prints_no_secret(secrets: Secrets, settings
     assert pages >= 20, f"only {pages} help pages:\n{text[-2000:]}"
     assert "(exit 0)" in text and "(exit 2)" not in text
     secrets.assert_clean()
+
+
+# --- every way a password can be written, and the messages around it ---------------------
+
+
+async def test_every_form_of_database_password_is_redacted(
+    secrets: Secrets, settings: Settings
+) -> None:
+    port = closed_port()
+    base = f"postgresql://postgres@127.0.0.1:{port}/nowhere"
+    url_forms = [
+        f"{base}?password={secrets.owner}",
+        f"{base}?sslmode=disable&password={secrets.owner}",
+        f"postgresql://postgres:pa ss {secrets.owner}@127.0.0.1:{port}/nowhere",
+    ]
+    libpq_forms = [
+        f"host=127.0.0.1 port={port} user=postgres password={secrets.owner} dbname=x",
+        f"host=127.0.0.1 password='pa ss {secrets.owner}' dbname=x",
+    ]
+    runs = [(url_forms[0], ("audit", "tasks")), (url_forms[0], ("audit", "summary"))]
+    runs += [(dsn, ("paused",)) for dsn in url_forms + libpq_forms]
+    results = await asyncio.gather(
+        *(cli(secrets, settings, *args, env={"TASKLEDGER_DATABASE_URL": dsn}) for dsn, args in runs)
+    )
+    for (_, args), (code, out) in zip(runs, results, strict=True):
+        assert code == 3, f"{args}: {out}"
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), f"{args}: {out}"
+        assert "***" in out, f"{args}: {out}"
+    secrets.assert_clean()
+
+
+PLAIN_HELP_ALL = """
+import contextlib, io, sys
+import typer.main
+from consumer.cli import app
+from consumer.cli.common import plain_help
+
+def paths(command, prefix=()):
+    yield prefix
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from paths(sub, (*prefix, name))
+
+command = typer.main.get_command(app)
+plain_help(command)
+for path in paths(command):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        command.main([*path, "--help"], prog_name="taskledger", standalone_mode=False)
+    sys.stdout.write(f"=== taskledger {' '.join(path)} --help\\n{out.getvalue()}")
+"""
+
+
+async def test_usage_errors_are_one_line_and_help_has_no_type_labels(
+    secrets: Secrets, settings: Settings
+) -> None:
+    cases = [
+        (("audit", "tasks", "--bogus"), "No such option: --bogus"),
+        (("dlq", "list", "--limit", "abc"), "Invalid value for '--limit'"),
+        (("nosuch",), "No such command 'nosuch'"),
+        (("dlq", "show"), "Missing argument"),
+    ]
+    results = await asyncio.gather(*(run_cli(settings, *args) for args, _ in cases))
+    for (args, says), (code, out, err) in zip(cases, results, strict=True):
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and out == "", (args, out, err)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PLAIN_HELP_ALL, env=cli_env(settings, COLUMNS="100"), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 90)
+    text = stdout.decode()
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    assert text.count("=== taskledger") >= 20 and "Options:" in text
+    for label in ("<bool>", "<str>", "<int>", "╭", "│"):
+        assert label not in text, label
+
+
+async def test_pause_with_the_broker_down_prints_one_line(
+    secrets: Secrets, settings: Settings
+) -> None:
+    nowhere = with_password(settings.amqp, "guest", secrets.amqp, port=closed_port())
+    code, out = await cli(secrets, settings, "pause", env={"TASKLEDGER_AMQP_URL": nowhere})
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert code == 3 and len(lines) == 1, out
+    assert lines[0].startswith("error: cannot reach RabbitMQ"), out
+    secrets.assert_clean()
