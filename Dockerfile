@@ -26,8 +26,8 @@ RUN pip install . \
 # The code is owned by root and only readable by the service user.
 USER taskledger
 
-# 8000: `taskledger api`; 9100: Prometheus metrics of `taskledger run --metrics-port 9100`.
-EXPOSE 8000 9100
+# 8080: `taskledger api`; 9100: Prometheus metrics of `taskledger run --metrics-port 9100`.
+EXPOSE 8080 9100
 
 ENTRYPOINT ["taskledger"]
 CMD ["--help"]

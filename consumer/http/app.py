@@ -31,12 +31,16 @@ from consumer import __version__, broker
 from consumer.core.errors import (
     BrokerUnavailable,
     DatabaseMisconfigured,
+    DatabaseTimeout,
     InvalidArgument,
     TaskledgerError,
     TaskNotFound,
 )
 from consumer.core.settings import Settings, redact_text
-from consumer.http.routes import router
+from consumer.http import routes_dispatches, routes_plan
+from consumer.http.docs import add_docs
+from consumer.http.limits import BoundedPool, RequestLimits, token_paths
+from consumer.http.routes import check_token, require_token, router
 from consumer.http.schemas import ErrorBody, Health, error_response
 from consumer.store.db import create_pool, q, translate_errors
 
@@ -84,6 +88,17 @@ async def _on_taskledger(request: Request, exc: Exception) -> JSONResponse:
         return error_response(404, str(exc))
     if isinstance(exc, InvalidArgument):
         return error_response(422, str(exc))
+    if type(exc).__name__.endswith("Busy"):  # e.g. DeadLettersBusy: another operation holds it
+        return error_response(409, str(exc))
+    if isinstance(exc, DatabaseTimeout):
+        message = redact_text(str(exc))
+        if "busy" not in message:
+            message = (
+                "the database did not answer within the API's statement timeout "
+                f"(TASKLEDGER_API_STATEMENT_TIMEOUT_MS): narrow the filters or retry ({message})"
+            )
+        log.warning("database timeout", extra={"action": "api_timeout", "error": message})
+        return error_response(503, message, headers={"Retry-After": "1"})
     # DatabaseUnavailable, BrokerUnavailable, ConfigurationError (e.g. an unmigrated
     # database): the service cannot answer now, which is not the caller's fault.
     log.warning("cannot serve", extra={"action": "api_unavailable", "error": redact_text(str(exc))})
@@ -168,9 +183,19 @@ def create_app(settings: Settings) -> FastAPI:
     database is down.
     """
 
+    statement_ms = settings.api_statement_timeout_ms
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.pool = await create_pool(settings.dsn, min_size=0, max_size=8)
+        pool = await create_pool(
+            settings.dsn,
+            min_size=0,
+            max_size=8,
+            # PostgreSQL cancels first (57014); the client's own limit is the backstop.
+            command_timeout=statement_ms / 1000 + 1,
+            server_settings={"statement_timeout": str(statement_ms)},
+        )
+        app.state.pool = BoundedPool(pool, settings.api_pool_timeout_ms / 1000)
         try:
             yield
         finally:
@@ -184,9 +209,12 @@ def create_app(settings: Settings) -> FastAPI:
             "Read the audit record (tasks, failures, timelines), see what waits in the pause "
             "queue and why, and pause or resume dispatch. POST endpoints need "
             "`Authorization: Bearer <TASKLEDGER_API_TOKEN>`; without a configured token they "
-            'are disabled. Errors are `{"error": ..., "detail": ...}`.'
+            "are disabled; so is the DLQ summary (reading dead letters holds them). Request "
+            'bodies are capped at 64 KiB (413). Errors are `{"error": ..., "detail": ...}`.'
         ),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.pool = None
@@ -194,9 +222,19 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(HTTPException, _on_http)
     app.add_exception_handler(TaskledgerError, _on_taskledger)
     app.add_exception_handler(Exception, _on_unexpected)
-    app.middleware("http")(_timed)
     app.include_router(router)
+    app.include_router(routes_plan.router)
+    app.include_router(routes_dispatches.router)
     _add_probes(app, settings)
+    add_docs(app)
+    # Added first, so inside the timing middleware: its receive wrapper raises the 413
+    # straight into the route (through BaseHTTPMiddleware it would become a 400).
+    app.add_middleware(
+        RequestLimits,
+        guarded_paths=token_paths(app.routes, require_token),
+        check_token=lambda header: check_token(settings, header),
+    )
+    app.middleware("http")(_timed)
     return app
 
 
@@ -219,15 +257,31 @@ def export_openapi(path: Path | str = DEFAULT_OPENAPI_PATH) -> Path:
     return target
 
 
+def _drop_colour(record: logging.LogRecord) -> bool:
+    """Log filter: uvicorn attaches a ``color_message`` (ANSI escapes) to its records."""
+    record.__dict__.pop("color_message", None)
+    return True
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the API with uvicorn until interrupted (``taskledger api``)."""
+    """Run the API with uvicorn until interrupted (``taskledger api``); logs carry no
+    colour escape codes."""
     import uvicorn
 
     from consumer.core import logs
 
     logs.configure(settings.log_level, settings.log_json)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(_drop_colour)
     log.info("API listening", extra={"action": "api_start", "host": host, "port": port})
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        use_colors=False,
+    )
 
 
 if __name__ == "__main__":  # python -m consumer.http.app [PATH]: export the OpenAPI document

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import hmac
 import importlib
+import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, WithJsonSchema
 from starlette.exceptions import HTTPException
 
 from consumer.core.errors import InvalidArgument
 from consumer.core.settings import Settings
+from consumer.http.limits import cap_depth
 from consumer.http.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
@@ -31,7 +33,7 @@ from consumer.http.schemas import (
 )
 from consumer.operations import control
 from consumer.queries import reads
-from consumer.queries.filters import DEFAULT_PAGE, MAX_PAGE, TaskFilter
+from consumer.queries.filters import DEFAULT_PAGE, MAX_PAGE, MAX_TEXT, TaskFilter
 from consumer.queries.models import (
     FailureReport,
     OperatorActionEntry,
@@ -39,10 +41,10 @@ from consumer.queries.models import (
     PauseQueueView,
     TaskDetail,
 )
-from consumer.queries.times import parse_time
+from consumer.queries.times import TIME_SCHEMA, parse_time
 from contracts import AgentType, ControlScope, ErrorCause, TaskStatus
 
-__all__ = ["require_token", "router"]
+__all__ = ["check_token", "require_token", "router"]
 
 # --- dependencies --------------------------------------------------------------------------
 
@@ -58,8 +60,42 @@ def _pool(request: Request) -> Any:
 
 TimeParam = Annotated[
     str | None,
-    Query(max_length=64, description="RFC 3339 (2026-11-01T10:00:00Z) or relative (7d, 12h, 30m)."),
+    Query(
+        max_length=64,
+        description="RFC 3339 with seconds and an offset, years 2000..9999 "
+        "(2026-11-01T10:00:00Z, 2026-11-01T12:00:00+02:00), or relative: 1 to 5 digits "
+        "and s, m, h, d or w (7d, 12h, 30m). Converted to UTC.",
+    ),
+    WithJsonSchema(TIME_SCHEMA),
 ]
+#: What a page cursor looks like (any other string is refused with 422, and so is a
+#: well-formed one this API did not issue): ``format: cursor``.
+CURSOR_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "cursor",
+    "pattern": "^[A-Za-z0-9_-]+$",
+    "maxLength": 400,
+}
+#: ``verb_service`` (or ``verb:service``, ``verb service``), or a bare verb.
+INTENT_PATTERN = r"^[A-Za-z][A-Za-z0-9]*(?:[_: ]+(?:[A-Za-z0-9][A-Za-z0-9._-]{0,199})?)?$"
+#: Whitespace to Python's ``str.strip`` or to JavaScript's ``\s``, spelt out: a pattern
+#: with ``\s`` would mean different things to the API and to a JSON Schema validator.
+_BLANKS = "\\t\\n\\x0b\\x0c\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
+#: A service name: up to 200 characters, no NUL, not only whitespace.
+SERVICE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_TEXT,
+    "pattern": "^[^\\x00]*[^\\x00" + _BLANKS + "][^\\x00]*$",
+}
+_SERVICE = re.compile(str(SERVICE_SCHEMA["pattern"]).strip("^$"))
+_CURSOR = re.compile(str(CURSOR_SCHEMA["pattern"]).strip("^$"))
+
+
+def _matches(regex: re.Pattern[str], value: str | None, what: str) -> None:
+    """Refuse (422) what the documented pattern refuses, as JSON Schema reads it."""
+    if value is not None and not regex.fullmatch(value):
+        raise InvalidArgument(f"{what} {value[:80]!r} is not valid: see the OpenAPI document")
 
 
 def _filter(
@@ -68,6 +104,7 @@ def _filter(
     services: Annotated[
         list[str] | None,
         Query(alias="service", description="A service touched; repeat for several."),
+        WithJsonSchema({"type": "array", "items": SERVICE_SCHEMA}),
     ] = None,
     service_mode: Annotated[
         Literal["any", "all"], Query(description="Touched any of the services, or all.")
@@ -76,22 +113,39 @@ def _filter(
     error_cause: ErrorCause | None = None,
     intent: Annotated[
         str | None,
-        Query(max_length=200, description="verb_service, e.g. deploy_kuma or restart_dns."),
+        Query(
+            max_length=200,
+            pattern=INTENT_PATTERN,
+            description="verb_service, e.g. deploy_kuma or restart_dns; or a bare verb.",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     cursor: Annotated[
-        str | None, Query(max_length=400, description="next_cursor of the previous page.")
+        str | None,
+        Query(max_length=400, description="next_cursor of the previous page."),
+        WithJsonSchema(CURSOR_SCHEMA),
+    ] = None,
+    project_id: Annotated[UUID | None, Query(description="Tasks of this project.")] = None,
+    has_suggestions: Annotated[
+        bool | None, Query(description="Tasks with suggestions (true) or without (false).")
     ] = None,
 ) -> TaskFilter:
+    if cursor == "":
+        raise InvalidArgument("cursor is empty: leave it out for the first page")
+    _matches(_CURSOR, cursor, "cursor")
+    for service in services or []:
+        _matches(_SERVICE, service, "service")
     try:
         return TaskFilter(
-            since=parse_time(since, name="since"),
-            until=parse_time(until, name="until"),
+            since=parse_time(since, name="since", strict=True),
+            until=parse_time(until, name="until", strict=True),
             services=services or [],
             service_mode=service_mode,
             agent_type=agent_type,
             error_cause=error_cause,
             intent=intent,
+            project_id=project_id,
+            has_suggestions=has_suggestions,
             limit=limit,
             cursor=cursor,
         )
@@ -113,24 +167,35 @@ def _filter_with_status(
 _bearer = HTTPBearer(auto_error=False, description="TASKLEDGER_API_TOKEN")
 
 
-def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """Let the request through only with the configured bearer token (else 401/403)."""
-    token = _settings(request).api_token
+def check_token(settings: Settings, authorization: str | None) -> None:
+    """Raise HTTPException 401/403 unless ``authorization`` is ``Bearer <the API token>``.
+
+    With no token configured every guarded call is refused (403): disabled, never open.
+    Called by :class:`~consumer.http.limits.RequestLimits` before the body is read, and
+    again by :func:`require_token`.
+    """
+    token = settings.api_token
     if token is None or not token.get_secret_value():
         raise HTTPException(
             403,
             "mutating endpoints are disabled: no API token is configured (TASKLEDGER_API_TOKEN)",
         )
-    if credentials is None:
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
         raise HTTPException(
             401, "missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="taskledger"'}
         )
-    given = credentials.credentials.encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(given, token.get_secret_value().encode()):
+    secret = given.strip().encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(secret, token.get_secret_value().encode()):
         raise HTTPException(403, "invalid bearer token")
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Let the request through only with the configured bearer token (else 401/403)."""
+    check_token(_settings(request), request.headers.get("authorization"))
 
 
 def _actor(settings: Settings) -> str:
@@ -164,8 +229,13 @@ async def audit_failures(pool: Pool, f: Filter) -> FailureReport:
     responses=READ_ERRORS,
     tags=["audit"],
 )
-async def audit_by_service(pool: Pool, service: str, f: StatusFilter) -> Page:
+async def audit_by_service(
+    pool: Pool,
+    service: Annotated[str, Path(), WithJsonSchema(SERVICE_SCHEMA)],
+    f: StatusFilter,
+) -> Page:
     """Tasks that touched ``service`` (and match the filters), newest first."""
+    _matches(_SERVICE, service, "service")
     return await reads.by_service(pool, service, f)
 
 
@@ -176,8 +246,12 @@ async def audit_by_service(pool: Pool, service: str, f: StatusFilter) -> Page:
     tags=["audit"],
 )
 async def task(pool: Pool, task_id: UUID) -> TaskDetail:
-    """One task with its full timeline: ledger events, steps and pause history by time."""
-    return await reads.task_detail(pool, task_id)
+    """One task with its full timeline: ledger events, steps and pause history by time.
+
+    JSON documents (plan, outcome, step output...) nested deeper than 64 levels are cut
+    there with the string ``"[nested deeper than 64 levels: cut]"``.
+    """
+    return cap_depth(await reads.task_detail(pool, task_id))
 
 
 @router.get("/pause-queue", response_model=PauseQueueView, responses=READ_ERRORS, tags=["control"])
@@ -242,14 +316,22 @@ async def force(settings: SettingsDep, task_id: UUID) -> ControlAccepted:
 @router.get(
     "/dlq/summary",
     response_model=dict[str, Any],
-    responses={503: {"model": ErrorBody, "description": "Broker or DLQ tooling unavailable."}},
+    responses={
+        401: {"model": ErrorBody, "description": "No bearer token."},
+        403: {"model": ErrorBody, "description": "Wrong token, or guarded endpoints disabled."},
+        409: {"model": ErrorBody, "description": "Another operation holds the dead letters."},
+        422: {"model": ErrorBody, "description": "Invalid parameters."},
+        503: {"model": ErrorBody, "description": "Broker or DLQ tooling unavailable."},
+    },
+    dependencies=[Depends(require_token)],
     tags=["dlq"],
 )
 async def dlq_summary(
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1, le=10000, description="Messages to inspect.")] = None,
 ) -> Any:
-    """Dead-letter queue summary: counts by reason, source queue and event type."""
+    """Dead-letter queue summary: counts by reason, source queue and event type (needs the
+    token: reading the dead letters holds them from other readers for a while)."""
     try:
         dlq = importlib.import_module("consumer.dlq")
     except ModuleNotFoundError as exc:
@@ -272,4 +354,4 @@ async def operator_actions(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
 ) -> list[OperatorActionEntry]:
     """What operators did (pauses, resumes, forces, replays), newest first."""
-    return await reads.operator_actions(pool, parse_time(since, name="since"), limit)
+    return await reads.operator_actions(pool, parse_time(since, name="since", strict=True), limit)

@@ -6,13 +6,15 @@ The models' JSON Schema is part of ``docs/openapi.json``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts import ControlScope
+from contracts._types import Timestamp
 
 __all__ = [
     "READ_ERRORS",
@@ -45,8 +47,10 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "Database unavailable."},
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not readable JSON."},
     401: {"model": ErrorBody, "description": "No bearer token."},
     403: {"model": ErrorBody, "description": "Wrong token, or mutating endpoints disabled."},
+    413: {"model": ErrorBody, "description": "Body larger than 64 KiB."},
     422: {"model": ErrorBody, "description": "Invalid body or parameters."},
     503: {"model": ErrorBody, "description": "Database or broker unavailable."},
 }
@@ -59,28 +63,51 @@ def _check_scope(scope: ControlScope, task_id: UUID | None) -> None:
         raise ValueError("scope 'all' takes no task_id")
 
 
+#: The scope rule in JSON Schema (as in the wire contract): ``scope=task`` requires a
+#: ``task_id``, ``scope=all`` takes none.
+_SCOPE_RULES: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": {"properties": {"scope": {"const": "task"}}, "required": ["scope"]},
+            "then": {
+                "required": ["task_id"],
+                "properties": {"task_id": {"type": "string", "format": "uuid"}},
+            },
+        },
+        {
+            "if": {"properties": {"scope": {"const": "all"}}, "required": ["scope"]},
+            "then": {"properties": {"task_id": {"type": "null"}}},
+        },
+    ]
+}
+
+
 class PauseRequest(BaseModel):
     """Hold dispatch of all work (``scope=all``) or of one task (``scope=task``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_SCOPE_RULES)
 
     scope: ControlScope
     task_id: UUID | None = Field(default=None, description="Required with scope=task.")
     reason: str | None = Field(default=None, max_length=1000, pattern=r"^[^\x00]*$")
-    resume_after: AwareDatetime | None = Field(
-        default=None, description="Lift the hold by itself at this time."
+    resume_after: Timestamp | None = Field(
+        default=None,
+        description="Lift the hold by itself at this time: RFC 3339 with seconds and an "
+        "offset, in the future and before year 10000 in UTC (as the wire contract takes it).",
     )
 
     @model_validator(mode="after")
     def _scope_matches_task(self) -> PauseRequest:
         _check_scope(self.scope, self.task_id)
+        if self.resume_after is not None and self.resume_after <= datetime.now(UTC):
+            raise ValueError(f"resume_after {self.resume_after.isoformat()} is in the past")
         return self
 
 
 class ResumeRequest(BaseModel):
     """Lift the hold on all dispatch (``scope=all``) or on one task (``scope=task``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_SCOPE_RULES)
 
     scope: ControlScope
     task_id: UUID | None = Field(default=None, description="Required with scope=task.")

@@ -133,9 +133,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 4, command_timeout: float | None = 60
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    command_timeout: float | None = 60,
+    server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """Open an asyncpg pool with JSON codecs; raises :class:`DatabaseUnavailable`."""
+    """Open an asyncpg pool with JSON codecs (``server_settings``: session settings such
+    as ``statement_timeout``); raises :class:`DatabaseUnavailable`."""
     with translate_errors():
         pool = await asyncpg.create_pool(
             asyncpg_dsn(dsn),
@@ -143,6 +149,7 @@ async def create_pool(
             max_size=max_size,
             init=_init_connection,
             command_timeout=command_timeout,
+            server_settings=server_settings,
         )
     assert pool is not None
     return pool
