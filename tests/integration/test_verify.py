@@ -78,9 +78,13 @@ async def test_altered_row_is_reported_exactly(
         target,
     )
     report = await _verify(settings)
-    assert not report.ok
-    assert [(f.kind, f.seq) for f in report.findings] == [("altered", target)]
+    assert not report.ok and report.exit_code == 1
+    ledger = [(f.kind, f.seq) for f in report.findings if f.seq is not None]
+    assert ledger == [("altered", target)]
     assert report.first is not None and report.first.seq == target
+    # the task's projection no longer follows from the (altered) approval: named too
+    (differs,) = [f for f in report.findings if f.kind == "task_differs"]
+    assert "approved_by" in differs.detail
 
 
 async def test_removed_and_inserted_rows_are_reported(
@@ -95,10 +99,12 @@ async def test_removed_and_inserted_rows_are_reported(
         uuid.uuid4(),
     )
     report = await _verify(settings)
-    kinds = sorted((f.kind, f.seq) for f in report.findings)
+    kinds = sorted((f.kind, f.seq or 0) for f in report.findings)
     inserted = max(r["seq"] for r in await pool.fetch("SELECT seq FROM event_ledger"))
-    assert kinds == sorted([("removed", gone), ("inserted", inserted)])
+    # the removed row was a task.step: its execution_logs row now has no event behind it
+    assert kinds == sorted([("removed", gone), ("unsealed", inserted), ("step_extra", 0)])
     assert report.first is not None and report.first.seq == gone
+    assert report.exit_code == 1
 
 
 async def test_altered_link_is_reported(
