@@ -2,10 +2,16 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The official AsyncAPI JSON Schemas (npm; no PyPI package ships the 3.0 one), for
+# tests/unit/test_asyncapi.py.
+ASYNCAPI_SPECS := $(VENV)/npm/node_modules/@asyncapi/specs/package.json
 
 .PHONY: install services test test-all lint format demo bench bench-quick chaos chaos-quick scale openapi clean
 
-install: $(STAMP)  ## create the virtual environment and install taskledger with its dev tools
+install: $(STAMP) $(ASYNCAPI_SPECS)  ## create the virtual environment and install taskledger with its dev tools
+
+$(ASYNCAPI_SPECS): | $(STAMP)
+	npm install --no-save --no-audit --no-fund --silent --prefix $(VENV)/npm @asyncapi/specs@6.11.1
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aio_pika
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from consumer import broker
 from consumer.core.settings import Settings
+from consumer.producer import Publisher
 from contracts import AgentType, ErrorCause, EventType, make_event
 
 SERVICES = (
@@ -114,10 +114,10 @@ def _lifecycle(rng: random.Random, agent: _Agent, start: datetime) -> list[tuple
     emit(EventType.TASK_REQUESTED, {
         "request_text": VERBS[verb].format(s=services[0]) + f" ({verb}_{services[0]})",
         "created_by": rng.choice(("alice", "bob", "cron", "ops-bot")),
-        "project_id": "homelab",
+        "project_id": "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f",
         "plan": {"steps": [f"{verb} {s}" for s in services], "estimated_duration_seconds":
                  rng.randint(30, 900), "complexity": rng.choice(("low", "medium", "high"))},
-        "estimated_resources": {"duration_seconds": float(rng.randint(30, 900)), "gpu_vram_mb": 0,
+        "estimated_resources": {"duration_seconds": rng.randint(30, 900), "gpu_vram_mb": 0,
                                 "cpu_cores": 1.0, "memory_mb": rng.choice((256, 512, 1024))},
         "services": services,
     }, "orchestrator")  # fmt: skip
@@ -143,7 +143,7 @@ def _lifecycle(rng: random.Random, agent: _Agent, start: datetime) -> list[tuple
         }, src)  # fmt: skip
         if failed:
             break
-    resources = {"duration_seconds": round(rng.uniform(5, 900), 1), "cpu_time_ms": rng.randint(10, 90000),
+    resources = {"duration_seconds": round(rng.uniform(5, 900)), "cpu_time_ms": rng.randint(10, 90000),
                  "gpu_vram_mb_used": 0, "peak_memory_mb": rng.randint(64, 2048),
                  "agent_load_pct": round(rng.uniform(5, 95), 1)}  # fmt: skip
     ai = ([{"provider": "anthropic", "model": "claude-sonnet", "token_count": rng.randint(500, 20000),
@@ -246,24 +246,25 @@ async def publish_all(
 ) -> None:
     """Publish ``messages`` persistently to the events exchange, waiting for confirms.
 
+    Declares the topology, then publishes with :class:`consumer.producer.Publisher`
+    (mandatory, confirmed, the same body again on a lost confirm).
+
     Up to ``window`` publishes are in flight at once; ``rate`` (messages/s) paces them.
     """
     connection = await broker.connect(settings.amqp)
     try:
         channel = await broker.confirm_channel(connection)
         await broker.declare_topology(channel, settings)
-        exchange = await channel.get_exchange(broker.Names(settings.prefix).events)
+    finally:
+        await connection.close()
+    publisher = Publisher(settings.amqp, source="orchestrator", prefix=settings.prefix)
+    async with publisher:
         task_id = progress.add_task("publishing", total=len(messages)) if progress else None
         loop = asyncio.get_running_loop()
         started = loop.time()
         for i in range(0, len(messages), window):
             chunk = messages[i : i + window]
-            await asyncio.gather(*(
-                exchange.publish(aio_pika.Message(body, content_type="application/json",
-                                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                                 routing_key=key)
-                for key, body in chunk
-            ))  # fmt: skip
+            await asyncio.gather(*(publisher.publish_body(key, body) for key, body in chunk))
             if progress is not None and task_id is not None:
                 progress.advance(task_id, len(chunk))
             if rate > 0:
@@ -271,8 +272,6 @@ async def publish_all(
                 delay = due - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-    finally:
-        await connection.close()
 
 
 async def simulate_traffic(

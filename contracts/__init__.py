@@ -60,6 +60,12 @@ from contracts.events import (
     TaskStep,
 )
 from contracts.export import SCHEMA_DIR, check_schemas, export_schemas, json_schemas
+from contracts.suggestions import (
+    Suggestion,
+    SuggestionResolution,
+    SuggestionResolved,
+    TaskSuggested,
+)
 
 __all__ = [
     "DATA_MODELS",
@@ -97,6 +103,9 @@ __all__ = [
     "Required",
     "StepStatus",
     "SuccessOutcome",
+    "Suggestion",
+    "SuggestionResolution",
+    "SuggestionResolved",
     "TaskApproved",
     "TaskCompleted",
     "TaskFailed",
@@ -106,6 +115,7 @@ __all__ = [
     "TaskStarted",
     "TaskStatus",
     "TaskStep",
+    "TaskSuggested",
     "TriggerType",
     "check_schemas",
     "decode",

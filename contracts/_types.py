@@ -72,9 +72,15 @@ def parse_uuid(text: str) -> UUID:
     Raises:
         ValueError: any other form (``urn:uuid:``, braces, 32 bare hex digits, ...).
     """
+    check_uuid_text(text)
+    return UUID(text)
+
+
+def check_uuid_text(text: str) -> str:
+    """``text`` if it is a UUID in the canonical hyphenated form; raises ValueError."""
     if not _UUID.fullmatch(text):
         raise ValueError(f"Input should be a UUID in the 8-4-4-4-12 form, got {text[:64]!r}")
-    return UUID(text)
+    return text
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -86,6 +92,21 @@ def parse_timestamp(text: str) -> datetime:
         ValueError: anything else: a space for ``T``, no seconds, no offset, a leap
             second, a date that does not exist, a year outside 2000..9999.
     """
+    if _TIMESTAMP.fullmatch(text) is None:
+        raise ValueError(_TIMESTAMP_RULE)
+    try:  # the common spelling, parsed in C; lower-case t/z and odd cases take the slow path
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return _parse_timestamp_slowly(text)
+    offset = parsed.utcoffset()
+    if offset is None or not 2000 <= parsed.year <= 9999:
+        raise ValueError(_TIMESTAMP_RULE)
+    if parsed.year == 9999 and offset < timedelta(0):
+        raise ValueError(_TIMESTAMP_RULE)
+    return parsed.astimezone(UTC)
+
+
+def _parse_timestamp_slowly(text: str) -> datetime:
     match = _TIMESTAMP.fullmatch(text)
     if match is None:
         raise ValueError(_TIMESTAMP_RULE)
@@ -123,7 +144,7 @@ def _uuid(value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise ValueError("Input should be a UUID string in the 8-4-4-4-12 form")
-    return parse_uuid(value)
+    return check_uuid_text(value)  # the canonical text; pydantic's core parses it (fast)
 
 
 def _integral_float_to_int(value: Any) -> Any:

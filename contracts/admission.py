@@ -19,6 +19,7 @@ from contracts._types import (
     Integer,
     Number,
     Payload,
+    PositiveInt32,
     Timestamp,
     Uuid,
 )
@@ -156,10 +157,9 @@ class ControlResume(Payload):
 
 # --- outbound ------------------------------------------------------------------------
 
-DISPATCH_TRIGGERS: frozenset[TriggerType] = frozenset(
-    {TriggerType.IMMEDIATE, TriggerType.CAPACITY, TriggerType.TIMEOUT, TriggerType.MANUAL}
-)
-"""The triggers a ``dispatch.assigned`` may carry."""
+DISPATCH_TRIGGERS: frozenset[TriggerType] = frozenset(TriggerType)
+"""The triggers a ``dispatch.assigned`` may carry: every :class:`TriggerType` (the wire enum
+holds only what goes on the wire)."""
 
 _DISPATCH_TRIGGER_SCHEMA: dict[str, Any] = {
     "type": "string",
@@ -189,11 +189,29 @@ class DispatchAssigned(Payload):
         return value
 
 
+class LastStep(Payload):
+    """The last step a task reported before it went silent."""
+
+    step_number: PositiveInt32
+    action: Text
+    status: Text
+    at: Timestamp
+
+
 class TaskRecoveryRequested(Payload):
-    """``task.recovery_requested`` (outbound): a task stuck in executing past the limit."""
+    """``task.recovery_requested`` (outbound): a task stuck in executing past the limit.
+
+    It carries what the agent needs to answer: the task, the ``attempt`` (1 for the first
+    dispatch, n+1 after each re-dispatch) and the ``last_step`` recorded. An agent answers
+    by sending ``task.started`` or ``task.step`` for the task (counted as resumed); with
+    no answer within the configured time the task is re-dispatched (``dispatch.assigned``
+    trigger ``timeout``) or, past the limit, failed with cause ``agent_lost``.
+    """
 
     task_id: Uuid
     agent_id: Name | None = None
     agent_type: AgentType | None = None
     last_event_at: Timestamp
     stale_seconds: Number = Field(ge=0)
+    attempt: PositiveInt32 = 1
+    last_step: LastStep | None = None

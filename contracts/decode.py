@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from contracts.binary import BinaryModeError, structured_body
 from contracts.enums import DeadLetterReason, EventType
 from contracts.envelope import MAX_BODY_BYTES, SCHEMA_VERSION, Envelope, Event, parse_task_subject
 from contracts.events import DATA_MODELS, DispatchAssigned, TaskRecoveryRequested
@@ -49,8 +51,20 @@ class DecodeError(Exception):
         return f"{self.reason.value}: {self.message}"
 
 
-def decode(body: bytes | bytearray | memoryview, routing_key: str | None = None) -> Event:
+def decode(
+    body: bytes | bytearray | memoryview,
+    routing_key: str | None = None,
+    *,
+    headers: Mapping[str, Any] | None = None,
+    content_type: str | None = None,
+) -> Event:
     """Parse and validate one message body.
+
+    Pass the message's AMQP ``headers`` and ``content_type`` to accept CloudEvents
+    binary content mode as well (attributes in ``ce-*`` / ``cloudEvents_*`` /
+    ``cloudEvents:*`` headers, the body the ``data``): such a message is turned into its
+    structured-mode body first (:func:`contracts.binary.structured_body`), validated
+    the same way, and :attr:`Event.body` is that structured body.
 
     Checks, in order: size (``too_large``); JSON and a top-level object
     (``invalid_json``); an integer ``schemaversion`` other than 1
@@ -66,7 +80,7 @@ def decode(body: bytes | bytearray | memoryview, routing_key: str | None = None)
         DecodeError: for any input that is not a valid v1 message; never anything else.
     """
     try:
-        return _decode(body, routing_key)
+        return _decode(body, routing_key, headers, content_type)
     except DecodeError:
         raise
     except Exception as exc:  # the boundary: nothing but DecodeError may leave decode
@@ -76,7 +90,12 @@ def decode(body: bytes | bytearray | memoryview, routing_key: str | None = None)
         ) from exc
 
 
-def _decode(body: bytes | bytearray | memoryview, routing_key: str | None) -> Event:
+def _decode(
+    body: bytes | bytearray | memoryview,
+    routing_key: str | None,
+    headers: Mapping[str, Any] | None,
+    content_type: str | None,
+) -> Event:
     if not isinstance(body, bytes):
         body = bytes(body)  # bytearray, memoryview
     if len(body) > MAX_BODY_BYTES:
@@ -84,6 +103,19 @@ def _decode(body: bytes | bytearray | memoryview, routing_key: str | None) -> Ev
             DeadLetterReason.TOO_LARGE,
             f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}",
         )
+    if headers:
+        try:
+            structured = structured_body(headers, content_type, body)
+        except BinaryModeError as exc:
+            raise DecodeError(exc.reason, str(exc)) from None
+        if structured is not None:
+            body = structured
+            if len(body) > MAX_BODY_BYTES:
+                raise DecodeError(
+                    DeadLetterReason.TOO_LARGE,
+                    f"event is {len(body)} bytes with its attributes; the limit is "
+                    f"{MAX_BODY_BYTES}",
+                )
     obj = _parse_json(body)
     event_type = _check_version_and_type(obj)
     try:

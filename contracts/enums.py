@@ -80,6 +80,9 @@ class ErrorCause(StrEnum):
     APPLICATION = "application"
     DEPENDENCY = "dependency"
     UNKNOWN = "unknown"
+    AGENT_LOST = "agent_lost"
+    """Set by taskledger, not an agent: the agent went silent and never answered the
+    recovery requests (see ``task.recovery_requested``)."""
 
 
 class Complexity(StrEnum):
@@ -91,24 +94,32 @@ class Complexity(StrEnum):
 
 
 class TriggerType(StrEnum):
-    """What made something happen, recorded beside the thing it made happen.
+    """Why work was sent to an agent: the ``trigger`` of ``dispatch.assigned``.
 
-    For a pause-queue entry it is why the entry was released: ``capacity`` (a capacity
-    report covered it), ``timeout`` (its ``resume_after`` passed), ``manual`` (an
-    operator resumed or forced it) or ``cancelled`` (the task ended while it waited).
-    ``immediate`` marks a dispatch admitted on arrival, without waiting. For a batch of
-    writes it is why the batch was flushed: ``count`` (the batch was full), ``timeout``
-    (its linger time passed) or ``end_of_source`` (the input ran dry). ``timeout``
-    serves both uses.
+    Only what goes on the wire: ``immediate`` (admitted on arrival, without waiting),
+    ``capacity`` (a capacity report covered a waiting request), ``timeout`` (a waiting
+    request's ``not_before`` or its hold's ``resume_after`` passed, or recovery re-dispatched
+    a silent task) and ``manual`` (an operator resumed, forced or re-dispatched it).
+
+    The plan's WP-05 enum also names ``count``, ``end_of_source`` and ``condition``:
+
+    - ``count``, ``timeout`` and ``end_of_source`` as *batch flush* triggers never leave
+      the service: they are ``consumer.runtime.batcher.FlushTrigger``, recorded on each
+      ledger chain link (``ledger_chain.trigger``, ``taskledger audit flushes``);
+    - ``condition`` is not a separate value because the one rule that releases waiting
+      work here is a condition already named: ``capacity`` (a fresh report of an agent
+      that accepts work, under the load threshold, with room for the requirement). A hold
+      ends by time (``timeout``) or by hand (``manual``); a hold released by another rule
+      (e.g. "until agent X reports healthy") would be ``condition``, and is not offered.
+
+    ``pause_history.trigger`` also records ``cancelled`` (the task ended while it waited):
+    a fact of the store, not of the wire.
     """
 
     CAPACITY = "capacity"
     TIMEOUT = "timeout"
     MANUAL = "manual"
-    CANCELLED = "cancelled"
     IMMEDIATE = "immediate"
-    COUNT = "count"
-    END_OF_SOURCE = "end_of_source"
 
 
 class ControlScope(StrEnum):
@@ -166,8 +177,11 @@ class EventType(StrEnum):
     CONTROL_RESUME = "control.resume"
     DISPATCH_ASSIGNED = "dispatch.assigned"
     TASK_RECOVERY_REQUESTED = "task.recovery_requested"
+    TASK_SUGGESTED = "task.suggested"
+    SUGGESTION_RESOLVED = "suggestion.resolved"
 
     @property
     def requires_subject(self) -> bool:
-        """True for ``task.*`` and ``dispatch.*``: the envelope's ``subject`` is the task UUID."""
-        return self.value.startswith(("task.", "dispatch."))
+        """True for ``task.*``, ``dispatch.*`` and ``suggestion.*``: the envelope's
+        ``subject`` is the task UUID."""
+        return self.value.startswith(("task.", "dispatch.", "suggestion."))

@@ -25,6 +25,7 @@ from contracts.events import DATA_MODELS, DispatchAssigned, TaskRecoveryRequeste
 
 __all__ = [
     "CORE_ATTRIBUTES",
+    "DATACONTENTTYPE_PATTERN",
     "MAX_BODY_BYTES",
     "SCHEMA_VERSION",
     "SERVICE_SOURCE",
@@ -48,6 +49,9 @@ SERVICE_SOURCE: Final = "taskledger"
 _NAME_CHAR = r"[^/\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
 SOURCE_PATTERN: Final = rf"^(agents/{_NAME_CHAR}+|orchestrator|ops/{_NAME_CHAR}+|taskledger)$"
 """Who may send: ``agents/<agent_id>``, ``orchestrator``, ``ops/<user>``, or taskledger."""
+
+DATACONTENTTYPE_PATTERN: Final = r"^application/json(; ?charset=(utf-8|UTF-8))?$"
+"""The ``datacontenttype`` values accepted: JSON, optionally with ``charset=utf-8``."""
 
 CORE_ATTRIBUTES: Final = frozenset(
     {
@@ -97,7 +101,8 @@ class Envelope(BaseModel):
     ``id`` must be a canonical UUID; ``time`` an RFC 3339 date-time with an offset in
     the years 2000..9999, normalised to UTC; ``source`` must match
     :data:`SOURCE_PATTERN`; ``source`` and ``subject`` have at most
-    :data:`~contracts.bounds.ATTRIBUTE_MAX` characters.
+    :data:`~contracts.bounds.ATTRIBUTE_MAX` characters; ``datacontenttype``, when
+    given, is ``application/json`` (optionally ``; charset=utf-8``).
     ``type`` is kept as the string sent: the decoder checks it against
     :class:`~contracts.enums.EventType` before building the envelope. Unknown
     top-level attributes are kept as extensions in ``model_extra``.
@@ -112,7 +117,9 @@ class Envelope(BaseModel):
     time: Timestamp
     subject: Annotated[str, StringConstraints(max_length=ATTRIBUTE_MAX)] | None = None
     schemaversion: Annotated[Literal[1], BeforeValidator(_schema_version)]
-    datacontenttype: Literal["application/json"] | None = None
+    datacontenttype: Annotated[str, StringConstraints(pattern=DATACONTENTTYPE_PATTERN)] | None = (
+        None
+    )
     data: dict[str, Any]
 
 

@@ -24,6 +24,7 @@ from contracts._types import (
     Payload,
     PositiveInt32,
     TrueConst,
+    Uuid,
 )
 from contracts.admission import (
     DISPATCH_TRIGGERS,
@@ -55,6 +56,7 @@ from contracts.enums import (
     StepStatus,
     TaskStatus,
 )
+from contracts.suggestions import SuggestionResolved, TaskSuggested
 
 __all__ = [
     "DATA_MODELS",
@@ -102,7 +104,9 @@ class Plan(Payload):
 class EstimatedResources(Payload):
     """What the orchestrator expects a task to use; every figure is optional."""
 
-    duration_seconds: Number | None = Field(default=None, ge=0)
+    duration_seconds: Int32 | None = Field(
+        default=None, description="Whole seconds (the plan casts it with ::int)."
+    )
     gpu_vram_mb: JsonCount | None = None
     cpu_cores: Number | None = Field(default=None, ge=0, le=CPU_CORES_MAX)
     memory_mb: JsonCount | None = None
@@ -113,7 +117,9 @@ class TaskRequested(Payload):
 
     request_text: Text = Field(min_length=1)
     created_by: Name | None = None
-    project_id: Name | None = None
+    project_id: Uuid | None = Field(
+        default=None, description="The project the task belongs to (a UUID; optional)."
+    )
     plan: Plan | None = None
     estimated_resources: EstimatedResources | None = None
     services: NameList | None = None
@@ -159,9 +165,9 @@ class TaskStep(Payload):
 class ActualResources(Payload):
     """What a finished task actually used, as measured by its agent."""
 
-    duration_seconds: Number = Field(ge=0)
+    duration_seconds: Int32 = Field(description="Whole seconds (the plan casts it with ::int).")
     cpu_time_ms: JsonCount
-    gpu_vram_mb_used: JsonCount
+    gpu_vram_mb_used: Int32 = Field(description="Whole megabytes (the plan casts it with ::int).")
     peak_memory_mb: JsonCount
     agent_load_pct: Number = Field(ge=0, le=100)
 
@@ -230,6 +236,8 @@ DATA_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.CONTROL_RESUME: ControlResume,
     EventType.DISPATCH_ASSIGNED: DispatchAssigned,
     EventType.TASK_RECOVERY_REQUESTED: TaskRecoveryRequested,
+    EventType.TASK_SUGGESTED: TaskSuggested,
+    EventType.SUGGESTION_RESOLVED: SuggestionResolved,
 }
 """The ``data`` model of every event type."""
 

@@ -31,7 +31,7 @@ EXAMPLES: Final[dict[EventType, dict[str, Any]]] = {
     EventType.TASK_REQUESTED: {
         "request_text": "Upgrade Uptime Kuma to 1.23.13 and make sure kuma.home.lan still resolves",
         "created_by": "alice",
-        "project_id": "homelab",
+        "project_id": "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f",
         "plan": {
             "steps": [
                 "back up the kuma volume",
@@ -43,7 +43,7 @@ EXAMPLES: Final[dict[EventType, dict[str, Any]]] = {
             "complexity": "medium",
         },
         "estimated_resources": {
-            "duration_seconds": 600.0,
+            "duration_seconds": 600,
             "gpu_vram_mb": 0,
             "cpu_cores": 1.0,
             "memory_mb": 512,
@@ -73,7 +73,7 @@ EXAMPLES: Final[dict[EventType, dict[str, Any]]] = {
             ],
         },
         "actual_resources": {
-            "duration_seconds": 412.7,
+            "duration_seconds": 413,
             "cpu_time_ms": 35_210,
             "gpu_vram_mb_used": 0,
             "peak_memory_mb": 384,
@@ -102,7 +102,7 @@ EXAMPLES: Final[dict[EventType, dict[str, Any]]] = {
             ],
         },
         "actual_resources": {
-            "duration_seconds": 188.2,
+            "duration_seconds": 188,
             "cpu_time_ms": 12_030,
             "gpu_vram_mb_used": 0,
             "peak_memory_mb": 301,
@@ -146,6 +146,17 @@ EXAMPLES: Final[dict[EventType, dict[str, Any]]] = {
         "last_event_at": "2025-06-01T20:15:00+00:00",
         "stale_seconds": 1800.0,
     },
+    EventType.TASK_SUGGESTED: {
+        "suggestions": [
+            {"suggestion": "pin the kuma image tag", "reason": "latest pulled a broken build"}
+        ],
+    },
+    EventType.SUGGESTION_RESOLVED: {
+        "suggestion_id": "0b7e4a52-93c1-4f0e-a6d2-5c8b1e9f3a74",
+        "resolution": "applied",
+        "resolved_by": "alice",
+        "note": "tag pinned in compose.yml",
+    },
 }
 """A valid ``data`` payload for every event type."""
 
@@ -163,6 +174,8 @@ EXAMPLE_SOURCES: Final[dict[EventType, str]] = {
     EventType.CONTROL_RESUME: "ops/alice",
     EventType.DISPATCH_ASSIGNED: SERVICE_SOURCE,
     EventType.TASK_RECOVERY_REQUESTED: SERVICE_SOURCE,
+    EventType.TASK_SUGGESTED: "agents/postmortem",
+    EventType.SUGGESTION_RESOLVED: "ops/alice",
 }
 """A plausible ``source`` for every event type."""
 

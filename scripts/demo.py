@@ -8,6 +8,7 @@ as a tour of the CLI. Settings come from the environment as for the service itse
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -15,23 +16,26 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import aio_pika  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.rule import Rule  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 from consumer import broker  # noqa: E402
 from consumer.core.settings import Settings  # noqa: E402
+from consumer.producer import Publisher  # noqa: E402
 from consumer.simulate import WORKER_TYPES  # noqa: E402
 from consumer.store import db  # noqa: E402
-from contracts import EventType, make_event  # noqa: E402
+from contracts import EventType  # noqa: E402
 
 console = Console()
+wide = Console(width=max(console.width, 120))  # the demo's own tables need room
 TASKLEDGER = [sys.executable, "-m", "consumer.cli"]
 
 
@@ -88,39 +92,55 @@ async def wait_for_quiet(settings: Settings, what: str, timeout: float = 120) ->
     raise SystemExit(f"timed out waiting for {what}")
 
 
+OBSERVER_TTL_MS = 15 * 60 * 1000
+"""The observer queue expires this long after its last use, even if the demo is killed."""
+
+
 async def observe_dispatch(settings: Settings) -> str:
-    """A queue bound to the dispatch exchange, so the demo can count what went out."""
+    """A queue bound to the dispatch exchange, so the demo can count what went out.
+
+    Not durable, and it expires (``x-expires``) once unused: the demo deletes it at the
+    end (:func:`remove_observer`); if the demo dies first, the broker does. A durable
+    leftover of an older demo is deleted first (it would collect every later dispatch).
+    """
     names = broker.Names(settings.prefix)
     queue_name = f"{settings.prefix}.demo.dispatched"
     connection = await broker.connect(settings.amqp)
     try:
         channel = await connection.channel()
         await broker.declare_topology(channel, settings)
-        queue = await channel.declare_queue(queue_name, durable=True)
-        await queue.purge()
+        await channel.queue_delete(queue_name)
+        queue = await channel.declare_queue(
+            queue_name, durable=False, arguments={"x-expires": OBSERVER_TTL_MS}
+        )
         await queue.bind(names.dispatch, routing_key="#")
     finally:
         await connection.close()
     return queue_name
 
 
-async def generous_capacity(settings: Settings) -> None:
-    """Every agent type reports plenty of room: what waits for capacity can go."""
+async def remove_observer(settings: Settings, queue_name: str) -> None:
+    """Delete the observer queue (the end of the demo)."""
     connection = await broker.connect(settings.amqp)
     try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(broker.Names(settings.prefix).events)
-        for agent_type in WORKER_TYPES:
-            for n in range(2):
-                agent = f"{agent_type.value}-big-{n}"
-                body = make_event(EventType.CAPACITY_REPORTED, {
+        channel = await connection.channel()
+        await channel.queue_delete(queue_name)
+    finally:
+        await connection.close()
+
+
+async def generous_capacity(settings: Settings) -> None:
+    """Every agent type reports plenty of room: what waits for capacity can go."""
+    for agent_type in WORKER_TYPES:
+        for n in range(2):
+            agent = f"{agent_type.value}-big-{n}"
+            source = f"agents/{agent}"
+            async with Publisher(settings.amqp, source=source, prefix=settings.prefix) as pub:
+                await pub.publish(EventType.CAPACITY_REPORTED, {
                     "agent_id": agent, "agent_type": agent_type.value,
                     "free": {"gpu_vram_mb": 49152, "cpu_cores": 64, "memory_mb": 262144},
                     "load_pct": 5.0, "accepting": True,
-                }, source=f"agents/{agent}", time=datetime.now(UTC))  # fmt: skip
-                await exchange.publish(aio_pika.Message(body), routing_key="capacity.reported")
-    finally:
-        await connection.close()
+                }, time=datetime.now(UTC))  # fmt: skip
 
 
 async def dispatched(queue_name: str, settings: Settings) -> dict[str, int]:
@@ -152,6 +172,72 @@ async def one_waiting_task(settings: Settings) -> uuid.UUID | None:
         await conn.close()
 
 
+PAUSED_ROWS = 8
+"""Rows of the pause queue the demo shows; the rest is summarised."""
+
+TRIGGERS = {
+    "immediate": "admitted on arrival: an agent had room and no hold applied",
+    "capacity": "waited, then released by a capacity report that covered it",
+    "timeout": "waited, then released when its resume_after / not_before time came",
+    "manual": "released by an operator: `taskledger resume` lifted the hold while an agent "
+    "had room, or `resume --task ID --force` pushed it out",
+}
+
+
+def show_paused() -> None:
+    """`taskledger paused`, summarised: counts by reason and agent type, the first rows."""
+    console.print("[dim]$ taskledger paused --json   (summarised below; the full table is "
+                  "`taskledger paused`)[/dim]")  # fmt: skip
+    done = subprocess.run([*TASKLEDGER, "paused", "--json"], cwd=ROOT, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"`taskledger paused --json` exited {done.returncode}: {done.stderr}")
+    view = json.loads(done.stdout)
+    entries, holds = view["entries"], view["holds"]
+    console.print(f"{len(entries)} dispatch requests wait; {len(holds)} operator hold(s)")
+    if entries:
+        summary = Table(title="why they wait", title_justify="left")
+        for name in ("reason", "agent type", "waiting"):
+            summary.add_column(name, justify="right" if name == "waiting" else "left")
+        counts = Counter((e["reason"], e["agent_type"]) for e in entries)
+        for (reason, agent_type), n in sorted(counts.items()):
+            summary.add_row(reason, agent_type, str(n))
+        wide.print(summary)
+        first = Table(title=f"the first {min(PAUSED_ROWS, len(entries))} (most urgent first)",
+                      title_justify="left")  # fmt: skip
+        for name in ("task", "reason", "priority", "needs"):
+            first.add_column(name, no_wrap=name == "task")
+        for e in entries[:PAUSED_ROWS]:
+            r = e["required"]
+            needs = f"{e['agent_type']}: {r['cpu_cores']:g} CPU, {r['memory_mb']} MB RAM"
+            if r["gpu_vram_mb"]:
+                needs += f", {r['gpu_vram_mb']} MB VRAM"
+            first.add_row(e["task_id"], e["reason"], str(e["priority"]), needs)
+        wide.print(first)
+        if len(entries) > PAUSED_ROWS:
+            console.print(f"... and {len(entries) - PAUSED_ROWS} more")
+    for h in holds:
+        console.print(f"hold: {h['scope']} {h.get('task_id') or ''} {h.get('reason') or ''}")
+
+
+def show_triggers(counts: dict[str, int]) -> None:
+    """The dispatch.assigned messages seen on the wire, by trigger, each explained."""
+    table = Table(title=f"dispatch.assigned on the wire: {sum(counts.values())} messages, by "
+                        "what released them", title_justify="left")  # fmt: skip
+    table.add_column("trigger")
+    table.add_column("messages", justify="right")
+    table.add_column("meaning")
+    for trigger, n in sorted(counts.items(), key=lambda item: -item[1]):
+        table.add_row(trigger, str(n), TRIGGERS.get(trigger, "(another outbound type)"))
+    wide.print(table)
+    console.print(
+        "The simulated requests were all published during the operator's hold, so each one "
+        "waited first; the trigger says what let it go. Requests still waiting need more "
+        "than the agents have left: each release reserves its resources on the agent until "
+        "that agent reports again."
+    )
+
+
 def main() -> None:
     settings = Settings()
     step("1. migrate")
@@ -172,7 +258,7 @@ def main() -> None:
         asyncio.run(wait_for_quiet(settings, "the queues to drain"))
 
         step("5. what waits, and why")
-        cli("paused")
+        show_paused()
 
         step("6. the hold is lifted; then agents report capacity")
         cli("resume")
@@ -184,9 +270,8 @@ def main() -> None:
             step("7. one task is forced out by hand")
             cli("resume", "--task", str(task), "--force")
             asyncio.run(wait_for_quiet(settings, "the forced dispatch"))
-        cli("paused")
-        counts = asyncio.run(dispatched(observed, settings))
-        console.print(f"dispatch.assigned on the wire, by trigger: {counts}")
+        show_paused()
+        show_triggers(asyncio.run(dispatched(observed, settings)))
 
         step("8. the record")
         cli("audit", "summary")
@@ -203,6 +288,8 @@ def main() -> None:
         service.send_signal(signal.SIGTERM)
         code = service.wait(60)
         console.print(f"taskledger run exited {code}")
+        asyncio.run(remove_observer(settings, observed))
+        console.print(f"removed the demo's observer queue {observed}")
     if code != 0:
         raise SystemExit(code)
 

@@ -88,6 +88,8 @@ def install() -> None:
 
 def unreadable(headers: Mapping[str, Any] | None) -> list[str]:
     """The header names whose value (at any depth) could not be decoded."""
+    if not headers:
+        return []
     found: list[str] = []
 
     def walk(value: Any, depth: int) -> bool:

@@ -32,6 +32,10 @@ from contracts import (
     make_event,
 )
 
+#: AMQP ``content_type`` of everything taskledger sends: CloudEvents structured mode, so
+#: a reader that auto-detects the mode (the CloudEvents SDKs) reads the body as the event.
+CONTENT_TYPE = "application/cloudevents+json"
+
 #: PostgreSQL NOTIFY channel that wakes the relays after a commit that wrote rows.
 NOTIFY_CHANNEL = "taskledger_outbox"
 
@@ -95,9 +99,10 @@ def dispatch_assigned(
     )
 
 
-def recovery_message_id(task_id: uuid.UUID) -> uuid.UUID:
-    """The CloudEvents id of a task's ``task.recovery_requested``: one per task, ever."""
-    return uuid.uuid5(task_id, "recovery")
+def recovery_message_id(task_id: uuid.UUID, n: int = 1) -> uuid.UUID:
+    """The CloudEvents id of a task's ``n``-th ``task.recovery_requested`` (the first is
+    ``uuid5(task_id, "recovery")``, later ones ``uuid5(task_id, "recovery:<n>")``)."""
+    return uuid.uuid5(task_id, "recovery" if n == 1 else f"recovery:{n}")
 
 
 def recovery_requested(
@@ -108,6 +113,9 @@ def recovery_requested(
     agent_type: str | None,
     last_event_at: datetime,
     stale_seconds: float,
+    attempt: int = 1,
+    last_step: Mapping[str, Any] | None = None,
+    n: int = 1,
 ) -> Outgoing:
     """Build the ``task.recovery_requested`` message of a stale task.
 
@@ -116,7 +124,7 @@ def recovery_requested(
     Raises:
         ValueError: the payload is invalid.
     """
-    message_id = recovery_message_id(task_id)
+    message_id = recovery_message_id(task_id, n)
     known_type = agent_type if agent_type in {t.value for t in AgentType} else None
     data = TaskRecoveryRequested(
         task_id=task_id,
@@ -124,6 +132,8 @@ def recovery_requested(
         agent_type=AgentType(known_type) if known_type else None,
         last_event_at=last_event_at,
         stale_seconds=max(0.0, float(stale_seconds)),
+        attempt=attempt,
+        last_step=dict(last_step) if last_step else None,
     )
     body = make_event(EventType.TASK_RECOVERY_REQUESTED, data, source=SERVICE_SOURCE, id=message_id)
     return Outgoing(

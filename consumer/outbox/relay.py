@@ -41,7 +41,7 @@ from consumer.core.metrics import (
 )
 from consumer.core.retry import Backoff, pause
 from consumer.core.settings import Settings, redact_text
-from consumer.outbox.messages import NOTIFY_CHANNEL
+from consumer.outbox.messages import CONTENT_TYPE, NOTIFY_CHANNEL
 from consumer.store import db
 from consumer.store.db import q
 from contracts import SERVICE_SOURCE
@@ -61,7 +61,7 @@ def _message(row: Mapping[str, Any]) -> aio_pika.Message:
     return aio_pika.Message(
         body=bytes(row["body"]),
         message_id=str(row["message_id"]),
-        content_type="application/json",
+        content_type=CONTENT_TYPE,
         type=row["event_type"],
         app_id=SERVICE_SOURCE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -105,8 +105,11 @@ class OutboxRelay:
             self._channel = await broker.confirm_channel(self._connection)
         exchange = self._exchanges.get(name)
         if exchange is None:
+            # The events exchange (recovery's own task.failed) has an alternate exchange:
+            # take it as the topology declared it.
+            passive = name == broker.Names(self.settings.prefix).events
             exchange = await self._channel.declare_exchange(
-                name, aio_pika.ExchangeType.TOPIC, durable=True
+                name, aio_pika.ExchangeType.TOPIC, durable=True, passive=passive
             )
             self._exchanges[name] = exchange
         return exchange

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 import aiormq
@@ -29,7 +30,20 @@ from consumer.runtime.delivery import BROKER_ERRORS, Delivery
 from consumer.runtime.failures import FailureRouter
 from consumer.runtime.handler import Handler
 from consumer.runtime.writer import BatchWriter
-from contracts import DeadLetterReason, DecodeError, Event, TriggerType, decode
+from contracts import DeadLetterReason, DecodeError, Event, decode
+
+
+class FlushTrigger(StrEnum):
+    """Why a write batch was flushed (internal: not on the wire; see ``contracts.TriggerType``).
+
+    Recorded on the batch's ledger chain link (``ledger_chain.trigger``) and counted in
+    ``taskledger_batch_flush_total``; ``taskledger audit flushes`` shows them.
+    """
+
+    COUNT = "count"  # the batch was full
+    TIMEOUT = "timeout"  # its linger time passed
+    END_OF_SOURCE = "end_of_source"  # the consumer stopped and drained what it held
+
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractChannel
@@ -109,14 +123,14 @@ class Batcher:
             buffer = r.buffer
             now = time.monotonic()
             if len(buffer) >= r.settings.batch_size:
-                await self._flush(TriggerType.COUNT)
+                await self._flush(FlushTrigger.COUNT)
                 continue
             # A partial batch waits out the linger from its first message, and at least
             # the linger since the last flush: under load that lets batches grow instead
             # of committing whatever trickled in during the previous write.
             due = max(buffer[0].received, self._last_flush) + linger if buffer else 0.0
             if buffer and now >= due:
-                await self._flush(TriggerType.TIMEOUT)
+                await self._flush(FlushTrigger.TIMEOUT)
                 continue
             if buffer:
                 timeout: float | None = due - now
@@ -152,10 +166,10 @@ class Batcher:
         except (TimeoutError, *BROKER_ERRORS):  # type: ignore[misc]
             return  # connection gone: what is in hand comes again elsewhere
         while r.buffer:
-            await self._flush(TriggerType.END_OF_SOURCE)
+            await self._flush(FlushTrigger.END_OF_SOURCE)
         log.info("stopped consuming", extra={"action": "stop", "handler": r.label})
 
-    async def _flush(self, trigger: TriggerType) -> None:
+    async def _flush(self, trigger: FlushTrigger) -> None:
         r = self.r
         batch = r.buffer[: r.settings.batch_size]
         del r.buffer[: len(batch)]
@@ -171,13 +185,19 @@ class Batcher:
                 await self.router.dead_letter(delivery, INVALID_HEADERS, _unreadable_error(broken))
                 continue
             try:
-                event = decode(delivery.message.body, routing_key=delivery.routing_key())
+                properties = delivery.message.header.properties
+                event = decode(
+                    delivery.message.body,
+                    routing_key=delivery.routing_key(),
+                    headers=properties.headers,  # CloudEvents binary mode
+                    content_type=properties.content_type,
+                )
             except DecodeError as exc:
                 await self.router.dead_letter(delivery, exc.reason.value, exc.message)
                 continue
             valid.append((delivery, event))
         if valid:
-            await self.writer.write(valid)
+            await self.writer.write(valid, trigger.value)
         await self.raw.basic_ack(batch[-1].tag, multiple=True)
         self._last_flush = time.monotonic()
         await r.acked(len(batch))

@@ -562,7 +562,7 @@ def test_enums_are_their_wire_values() -> None:
 
 
 def test_type_tables() -> None:
-    assert len(INBOUND_TYPES) == 11
+    assert len(INBOUND_TYPES) == 13  # with task.suggested and suggestion.resolved
     assert {EventType.DISPATCH_ASSIGNED, EventType.TASK_RECOVERY_REQUESTED} == OUTBOUND_TYPES
     assert set(EventType) == INBOUND_TYPES | OUTBOUND_TYPES
     assert not INBOUND_TYPES & OUTBOUND_TYPES
@@ -571,7 +571,7 @@ def test_type_tables() -> None:
     }
     assert EVENT_STATUS[EventType.TASK_STARTED] is TaskStatus.EXECUTING
     assert {t for t in EventType if t.requires_subject} == {
-        t for t in EventType if t.value.startswith(("task.", "dispatch."))
+        t for t in EventType if t.value.startswith(("task.", "dispatch.", "suggestion."))
     }
 
 

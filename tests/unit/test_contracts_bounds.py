@@ -193,7 +193,9 @@ NUMBERS: list[tuple[EventType, tuple[str | int, ...], float, float]] = [
     (EventType.TASK_REQUESTED, ("estimated_resources", "memory_mb"), JSON_SAFE_MAX, 0),
     (EventType.TASK_REQUESTED, ("estimated_resources", "cpu_cores"), CPU_CORES_MAX, 0),
     (EventType.TASK_COMPLETED, ("actual_resources", "cpu_time_ms"), JSON_SAFE_MAX, 0),
-    (EventType.TASK_COMPLETED, ("actual_resources", "gpu_vram_mb_used"), JSON_SAFE_MAX, 0),
+    (EventType.TASK_COMPLETED, ("actual_resources", "gpu_vram_mb_used"), INT32_MAX, 0),
+    (EventType.TASK_COMPLETED, ("actual_resources", "duration_seconds"), INT32_MAX, 0),
+    (EventType.TASK_REQUESTED, ("estimated_resources", "duration_seconds"), INT32_MAX, 0),
     (EventType.TASK_COMPLETED, ("actual_resources", "peak_memory_mb"), JSON_SAFE_MAX, 0),
     (EventType.TASK_COMPLETED, ("actual_resources", "agent_load_pct"), 100.0, 0),
     (EventType.TASK_COMPLETED, ("external_ai_used", 0, "token_count"), JSON_SAFE_MAX, 0),
@@ -270,7 +272,6 @@ def test_enum_values_fit_their_varchar_columns(column: Any, values: Any) -> None
 STRINGS: list[tuple[EventType, tuple[str | int, ...], int]] = [
     (EventType.TASK_REQUESTED, ("request_text",), TEXT_MAX),
     (EventType.TASK_REQUESTED, ("created_by",), NAME_MAX),
-    (EventType.TASK_REQUESTED, ("project_id",), NAME_MAX),
     (EventType.TASK_REQUESTED, ("services", 0), NAME_MAX),
     (EventType.TASK_REQUESTED, ("plan", "steps", 0), TEXT_MAX),
     (EventType.TASK_APPROVED, ("approved_by",), NAME_MAX),
