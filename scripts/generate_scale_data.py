@@ -95,7 +95,7 @@ WITH picks AS (
            initcap(verb) || ' ' || services[1] || ' on node-' || (g % 40)
                || ' (ticket #' || g || ')',
            (ARRAY['alice', 'bob', 'carol', 'dave'])[1 + (g % 4)],
-           (ARRAY['homelab', 'media', 'infra', 'dev'])[1 + (g % 4)],
+           md5((ARRAY['homelab', 'media', 'infra', 'dev'])[1 + (g % 4)])::uuid,
            jsonb_build_object(
                'steps', jsonb_build_array('check ' || services[1] || ' health',
                                           verb || ' ' || services[1], 'verify ' || services[1]),
@@ -127,10 +127,13 @@ WITH picks AS (
                 'duration_seconds', 120 + (g % 1800), 'cpu_time_ms', g % 60000,
                 'gpu_vram_mb_used', 0, 'peak_memory_mb', 64 + g % 2048,
                 'agent_load_pct', (g % 100)::float) END,
-           CASE WHEN r_cost < 0.33 AND status IN ('completed', 'failed') THEN jsonb_build_array(
-                jsonb_build_object('provider', 'anthropic', 'model', 'claude-sonnet-4',
-                                   'token_count', 500 + g % 9000,
-                                   'cost_usd', round((r_cost * 0.3)::numeric, 6))) END,
+           CASE WHEN r_cost < 0.33 AND status IN ('completed', 'failed') THEN jsonb_build_object(
+                'provider', 'anthropic', 'model', 'claude-sonnet-4', 'token_count', 500 + g % 9000,
+                'cost_usd', round((r_cost * 0.3)::numeric, 6),
+                'calls', jsonb_build_array(jsonb_build_object(
+                    'provider', 'anthropic', 'model', 'claude-sonnet-4',
+                    'token_count', 500 + g % 9000,
+                    'cost_usd', round((r_cost * 0.3)::numeric, 6)))) END,
            CASE WHEN r_cost < 0.33 AND status IN ('completed', 'failed')
                 THEN round((r_cost * 0.3)::numeric, 6) END,
            CASE WHEN status = 'failed' THEN
@@ -151,7 +154,7 @@ WITH picks AS (
     RETURNING task_id, status, agent_type, started_at, services_touched, plan, created_at
 )
 INSERT INTO execution_logs (event_id, task_id, step_number, agent_type, action, status,
-                            output_summary, duration_ms, created_at, recorded_at)
+                            output_summary, duration_ms, timestamp, recorded_at)
 SELECT gen_random_uuid(), i.task_id, n, i.agent_type,
        CASE n % 4 WHEN 1 THEN 'check ' || coalesce(i.services_touched[1], 'host') || ' health'
                   WHEN 2 THEN i.plan -> 'steps' ->> 1

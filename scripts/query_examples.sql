@@ -5,6 +5,58 @@
 -- tests/integration/test_query_examples.py runs every one against the sample data of
 -- scripts/seed_sample_data.py. They only read, and need no psql variables: where a task or
 -- a service has to be chosen, a literal or a subquery picks one; replace it with yours.
+--
+-- The first six are the phase-1 plan's post-mortem queries, verbatim (only the "-- name:"
+-- headers are added). Query 2 keeps the plan's placeholder 'XXX': put a task_id there (the
+-- test puts the most recent failed task's). The plan's names hold: execution_logs.log_id and
+-- .timestamp; tasks.external_ai_used ->> 'model' / ->> 'cost_usd' (a summary of the calls;
+-- the calls themselves are in external_ai_used -> 'calls'); resources in whole seconds and
+-- megabytes, so the ::int casts hold. Ours follow.
+
+-- name: plan_failed_tasks_last_7_days
+-- Plan query 1: all failed tasks in last 7 days.
+SELECT task_id, request_text, status, error_message, created_at
+FROM tasks
+WHERE status = 'failed' AND created_at > NOW() - INTERVAL '7 days'
+ORDER BY created_at DESC;
+
+-- name: plan_task_timeline
+-- Plan query 2: execution timeline for a specific task (replace 'XXX' with a task_id).
+SELECT task_id, step_number, agent_type, action, status, duration_ms, timestamp
+FROM execution_logs
+WHERE task_id = 'XXX'
+ORDER BY step_number;
+
+-- name: plan_resources_by_task
+-- Plan query 3: total resources used by task.
+SELECT task_id, request_text,
+  (actual_resources->>'duration_seconds')::int as duration_sec,
+  (actual_resources->>'gpu_vram_mb_used')::int as gpu_mb
+FROM tasks
+WHERE created_at > NOW() - INTERVAL '30 days'
+ORDER BY created_at DESC;
+
+-- name: plan_external_ai
+-- Plan query 4: tasks using external AI.
+SELECT task_id, request_text,
+  external_ai_used->>'model' as model,
+  (external_ai_used->>'cost_usd')::numeric as cost
+FROM tasks
+WHERE external_ai_used IS NOT NULL
+ORDER BY created_at DESC;
+
+-- name: plan_avg_duration_by_agent_type
+-- Plan query 5: average duration by agent type.
+SELECT agent_type, AVG(duration_ms) as avg_duration_ms, COUNT(*) as execution_count
+FROM execution_logs
+GROUP BY agent_type;
+
+-- name: plan_failed_steps
+-- Plan query 6: failed steps (errors during execution).
+SELECT task_id, step_number, action, status, output_summary
+FROM execution_logs
+WHERE status = 'failed'
+ORDER BY timestamp DESC;
 
 -- name: failed_tasks_last_7_days
 -- Failed tasks of the last 7 days, newest first, with the cause, the failing step and the message.
@@ -40,7 +92,7 @@ timeline AS (
     SELECT t.started_at, 0, 'started', t.agent_type || ' agent ' || t.agent_id
     FROM tasks t JOIN target USING (task_id)
     UNION ALL
-    SELECT l.created_at, l.step_number, 'step ' || l.step_number || ' ' || l.status,
+    SELECT l.timestamp, l.step_number, 'step ' || l.step_number || ' ' || l.status,
            l.action || coalesce(' -> ' || l.output_summary, '')
            || coalesce(' (' || l.duration_ms || ' ms)', '')
     FROM execution_logs l JOIN target USING (task_id)
@@ -99,8 +151,8 @@ SELECT t.task_id,
        sum((c ->> 'cost_usd')::numeric)                              AS cost_usd,
        sum(sum((c ->> 'cost_usd')::numeric)) OVER ()                 AS total_cost_usd
 FROM tasks t
-CROSS JOIN LATERAL jsonb_array_elements(t.external_ai_used) AS c
-WHERE jsonb_typeof(t.external_ai_used) = 'array'
+CROSS JOIN LATERAL jsonb_array_elements(t.external_ai_used -> 'calls') AS c
+WHERE jsonb_typeof(t.external_ai_used -> 'calls') = 'array'
 GROUP BY t.task_id, t.status, t.agent_type, t.request_text
 ORDER BY cost_usd DESC;
 
@@ -119,7 +171,7 @@ ORDER BY avg_ms DESC;
 
 -- name: failed_steps
 -- Every step that failed, newest first, with its task's cause and request.
-SELECT l.created_at,
+SELECT l.timestamp,
        l.task_id,
        l.step_number,
        l.agent_type,
@@ -131,7 +183,7 @@ SELECT l.created_at,
 FROM execution_logs l
 JOIN tasks t USING (task_id)
 WHERE l.status = 'failed'
-ORDER BY l.created_at DESC;
+ORDER BY l.timestamp DESC;
 
 -- name: tasks_touching_service
 -- Tasks that touched one service ('kuma' here), newest first: "what changed kuma last week?".

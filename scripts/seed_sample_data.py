@@ -24,6 +24,7 @@ import asyncpg
 import orjson
 import typer
 
+from consumer.audit.fold import ai_summary
 from consumer.cli.common import EXIT_UNAVAILABLE, fail, load_settings
 from consumer.cli.common import run as run_cli
 from consumer.store.db import connect
@@ -305,6 +306,11 @@ REJECTIONS = (
     "request too vague: which service?",
 )
 PEOPLE = ("alice", "bob", "carol", "scheduler")
+#: The sample's two projects ("homelab" and "media"), as UUIDs (tasks.project_id).
+PROJECTS = (
+    uuid.UUID("6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"),
+    uuid.UUID("0b7e4a52-93c1-4f0e-a6d2-5c8b1e9f3a74"),
+)
 AI_MODELS = (
     ("anthropic", "claude-sonnet-4", Decimal("0.000009")),
     ("openai", "gpt-4.1-mini", Decimal("0.0000016")),
@@ -317,12 +323,12 @@ INSERT_TASK = """
 INSERT INTO tasks (
     task_id, status, request_text, created_by, project_id, plan, services_requested,
     agent_id, agent_type, approved_by, approved_at, started_at, completed_at,
-    rejected_reason, error_message, services_touched, outcome, suggestions,
+    rejected_reason, error_message, services_touched, outcome,
     estimated_resources, actual_resources, external_ai_used, cost_usd, error_type,
     error_cause, failed_step, resource_state, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
         $17::text::jsonb, $18::text::jsonb, $19::text::jsonb, $20::text::jsonb,
-        $21::text::jsonb, $22, $23, $24, $25, $26::text::jsonb, $27, $28)
+        $21, $22, $23, $24, $25::text::jsonb, $26, $27)
 ON CONFLICT (task_id) DO NOTHING
 RETURNING task_id
 """
@@ -330,7 +336,7 @@ TASK_COLUMNS = (
     "task_id", "status", "request_text", "created_by", "project_id", "plan",
     "services_requested", "agent_id", "agent_type", "approved_by", "approved_at",
     "started_at", "completed_at", "rejected_reason", "error_message", "services_touched",
-    "outcome", "suggestions", "estimated_resources", "actual_resources", "external_ai_used",
+    "outcome", "estimated_resources", "actual_resources", "external_ai_used",
     "cost_usd", "error_type", "error_cause", "failed_step", "resource_state", "created_at",
     "updated_at",
 )  # fmt: skip
@@ -340,14 +346,21 @@ JSON_COLUMNS = frozenset(
 )  # fmt: skip
 
 INSERT_LOG = """
-INSERT INTO execution_logs (event_id, task_id, step_number, agent_type, action, status,
-                            output_summary, output_full, duration_ms, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10)
+INSERT INTO execution_logs (log_id, event_id, task_id, step_number, agent_type, action,
+                            status, output_summary, output_full, duration_ms, timestamp)
+VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10)
 ON CONFLICT (event_id) DO NOTHING
-RETURNING id
+RETURNING log_id
 """
 LOG_COLUMNS = ("event_id", "task_id", "step_number", "agent_type", "action", "status",
-               "output_summary", "output_full", "duration_ms", "created_at")  # fmt: skip
+               "output_summary", "output_full", "duration_ms", "timestamp")  # fmt: skip
+
+INSERT_SUGGESTION = """
+INSERT INTO task_suggestions (suggestion_id, task_id, position, suggestion, reason, created_at,
+                              source)
+VALUES ($1, $2, $3, $4, $5, $6, 'agents/postmortem')
+ON CONFLICT (suggestion_id) DO NOTHING
+"""
 
 INSERT_PAUSE = """
 INSERT INTO pause_queue (task_id, work_plan_json, reason, paused_at, resume_after, priority,
@@ -427,7 +440,7 @@ class SampleBuilder:
             "status": status,
             "request_text": template.request,
             "created_by": self.rng.choice(PEOPLE),
-            "project_id": "homelab",
+            "project_id": PROJECTS[len(template.request) % len(PROJECTS)],
             "plan": {
                 "steps": steps,
                 "estimated_duration_seconds": 60 * len(steps) * self.rng.randint(1, 5),
@@ -435,7 +448,7 @@ class SampleBuilder:
             },
             "services_requested": list(template.services),
             "estimated_resources": {
-                "duration_seconds": float(60 * len(steps) * self.rng.randint(1, 5)),
+                "duration_seconds": 60 * len(steps) * self.rng.randint(1, 5),
                 "gpu_vram_mb": template.gpu_vram_mb,
                 "cpu_cores": self.rng.choice((0.5, 1.0, 2.0)),
                 "memory_mb": template.memory_mb,
@@ -479,7 +492,7 @@ class SampleBuilder:
                         "exit_code": 1 if status == "failed" else 0,
                     },
                     "duration_ms": duration,
-                    "created_at": at,
+                    "timestamp": at,
                 }
             )
             at += timedelta(milliseconds=(duration or 0) + self.rng.randint(200, 3_000))
@@ -524,7 +537,7 @@ class SampleBuilder:
             completed_at=end,
             updated_at=end,
             actual_resources={
-                "duration_seconds": round((end - task["started_at"]).total_seconds(), 1),
+                "duration_seconds": round((end - task["started_at"]).total_seconds()),
                 "cpu_time_ms": int(busy_ms * self.rng.uniform(0.05, 0.6)),
                 "gpu_vram_mb_used": int(template.gpu_vram_mb * self.rng.uniform(0.6, 0.95)),
                 "peak_memory_mb": int(template.memory_mb * self.rng.uniform(0.3, 0.9)),
@@ -569,11 +582,15 @@ class SampleBuilder:
             error_message=failure.message,
             failed_step=failure.step,
             resource_state=failure.resource_state,
-            suggestions={
-                "next_steps": [failure.suggestion],
-                "retry": failure.cause != "application",
-            },
         )
+        # A post-mortem agent's suggestion, added after the task ran (task_suggestions).
+        task["suggestions"] = [
+            {
+                "suggestion": failure.suggestion,
+                "reason": f"{failure.cause} failure at step {failure.step}: {failure.error_type}",
+                "created_at": task["completed_at"],
+            }
+        ]
 
     def sample(self, status: str, template: Template, created: datetime) -> Sample:
         """All rows of one task in ``status``."""
@@ -592,8 +609,8 @@ class SampleBuilder:
                 # Still running: its last step began between a minute and 40 minutes ago
                 # (some of them are past the stale limit, as in real life).
                 last_step = self.now - timedelta(seconds=self.rng.randint(60, 2_400))
-                self.shift(task, result.logs, last_step - result.logs[-1]["created_at"])
-                task["updated_at"] = result.logs[-1]["created_at"]
+                self.shift(task, result.logs, last_step - result.logs[-1]["timestamp"])
+                task["updated_at"] = result.logs[-1]["timestamp"]
             else:
                 self.finish(task, template, result.logs, end)
                 record = self.record_success if status == "completed" else self.record_failure
@@ -607,7 +624,7 @@ class SampleBuilder:
             if task.get(key) is not None:
                 task[key] += delta
         for log in logs:
-            log["created_at"] += delta
+            log["timestamp"] += delta
 
     def pause_entry(self, task: dict[str, Any], agent_type: str, reason: str) -> dict[str, Any]:
         """A pause-queue entry for an approved task waiting for capacity or an operator."""
@@ -642,9 +659,21 @@ class SampleBuilder:
 async def _write(conn: asyncpg.Connection, samples: list[Sample]) -> tuple[int, int]:
     tasks = logs = 0
     for sample in samples:
-        if await conn.fetchval(INSERT_TASK, *_args(sample.task, TASK_COLUMNS)) is None:
+        # The task row stores the summary of the external AI calls, as the projection does.
+        row = {**sample.task, "external_ai_used": ai_summary(sample.task.get("external_ai_used"))}
+        if await conn.fetchval(INSERT_TASK, *_args(row, TASK_COLUMNS)) is None:
             continue  # already seeded with this seed
         tasks += 1
+        for n, item in enumerate(sample.task.get("suggestions") or [], start=1):
+            await conn.execute(
+                INSERT_SUGGESTION,
+                uuid.uuid5(sample.task["task_id"], f"suggestion:{n}"),
+                sample.task["task_id"],
+                n,
+                item["suggestion"],
+                item["reason"],
+                item["created_at"],
+            )
         for log in sample.logs:
             if await conn.fetchval(INSERT_LOG, *_args(log, LOG_COLUMNS)) is not None:
                 logs += 1

@@ -18,7 +18,8 @@ Rules (DESIGN §4 "Capacity handler"):
   waits in ``pause_queue``, once per task: reason ``manual_pause`` when a hold applies,
   else ``insufficient_capacity`` (also when only ``not_before`` holds it back). A task
   whose dispatch is already in the outbox is not admitted again. An immediate admission
-  writes no pause history (it never waited); its outbox row is its record.
+  is recorded in ``pause_history`` too (action ``released``, trigger ``immediate``, the
+  agent), so every dispatch decision is on the task's timeline.
 - ``control.pause`` / ``control.resume``: :mod:`consumer.admission.holds`.
 - Background: the outbox relay and the timers (:mod:`consumer.admission.timers`).
 
@@ -274,6 +275,26 @@ class CapacityHandler:
             trigger=TriggerType.IMMEDIATE,
         )
         await enqueue(conn, [message])
+        details = {
+            "message_id": str(message.message_id),
+            "waited_s": 0.0,
+            "priority": data.priority,
+            "agent_type": data.agent_type.value,
+            "required": req.model_dump(),
+        }
+        await append_history(
+            conn,
+            [
+                History(
+                    task_id,
+                    "released",
+                    trigger=TriggerType.IMMEDIATE,
+                    agent_id=agent["agent_id"],
+                    event_id=event.id,
+                    details=details,
+                )
+            ],
+        )
         ADMITTED.labels(data.agent_type.value).inc()
         log.debug(
             "dispatch request admitted",

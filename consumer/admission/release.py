@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Literal
 
 import asyncpg
 import orjson
@@ -31,6 +31,9 @@ from consumer.outbox.messages import Outgoing, dispatch_assigned, enqueue
 from consumer.store.db import q
 from contracts import TriggerType
 
+#: ``pause_history`` trigger of an entry whose task ended while it waited (not on the wire).
+CANCELLED: Final = "cancelled"
+
 
 @dataclass
 class History:
@@ -39,7 +42,7 @@ class History:
     task_id: uuid.UUID | None
     action: str
     reason: str | None = None
-    trigger: TriggerType | None = None
+    trigger: TriggerType | Literal["cancelled"] | None = None
     agent_id: str | None = None
     event_id: uuid.UUID | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -54,7 +57,7 @@ async def append_history(conn: asyncpg.Connection, rows: Sequence[History]) -> N
         [r.task_id for r in rows],
         [r.action for r in rows],
         [r.reason for r in rows],
-        [r.trigger.value if r.trigger else None for r in rows],
+        [str(r.trigger) if r.trigger else None for r in rows],
         [r.agent_id for r in rows],
         [r.event_id for r in rows],
         [orjson.dumps(r.details, default=str).decode() for r in rows],

@@ -5,8 +5,8 @@ re-admits their entries (trigger ``timeout``), and sweeps the waiting entries ag
 usable agents: entries whose ``not_before`` passed go with trigger ``timeout``, others
 (left over by the per-report limit or skipped while another transaction held them)
 with ``capacity``. Less often (:func:`slow_interval`) it takes out entries whose task
-already finished (``released``, trigger ``cancelled``) and announces stale work
-(:mod:`consumer.admission.stale`).
+already finished (``released``, trigger ``cancelled``) and runs the recovery of stale work
+(:mod:`consumer.admission.recovery`: ask, re-dispatch, or fail as agent_lost).
 
 :func:`run_timer` survives outages: a failed pass is logged and retried after a
 jittered back-off (:class:`consumer.core.retry.Backoff`, capped at 5 s); after a
@@ -20,10 +20,10 @@ import time
 
 import asyncpg
 
-from consumer.admission import stale
+from consumer.admission import recovery, stale
 from consumer.admission.holds import unhold
 from consumer.admission.policy import CANCEL_LIMIT, Policy, always, timer_trigger
-from consumer.admission.release import History, admit_waiting, append_history
+from consumer.admission.release import CANCELLED, History, admit_waiting, append_history
 from consumer.broker import Names
 from consumer.core.errors import DatabaseUnavailable
 from consumer.core.metrics import RELEASED
@@ -50,7 +50,8 @@ def slow_interval(settings: Settings) -> float:
     At most 30 s, a quarter of the stale limit when that is shorter (tests use small
     limits), never faster than the timer itself.
     """
-    return max(settings.timer_interval_s, min(30.0, settings.stale_after_s / 4))
+    quarter = min(settings.stale_after_s, settings.recovery_timeout_s) / 4
+    return max(settings.timer_interval_s, min(30.0, quarter))
 
 
 async def expire_holds(pool: asyncpg.Pool, policy: Policy) -> int:
@@ -119,11 +120,11 @@ async def cancel_finished(pool: asyncpg.Pool) -> int:
         await append_history(
             conn,
             [
-                History(r["task_id"], "released", reason=r["reason"], trigger=TriggerType.CANCELLED)
+                History(r["task_id"], "released", reason=r["reason"], trigger=CANCELLED)
                 for r in taken
             ],
         )
-    RELEASED.labels(TriggerType.CANCELLED.value).inc(len(taken))
+    RELEASED.labels(CANCELLED).inc(len(taken))
     return len(taken)
 
 
@@ -132,6 +133,13 @@ async def announce_stale(pool: asyncpg.Pool, names: Names, stale_after_s: float)
     async with db.transaction(pool) as conn:
         announced = await stale.announce_stale(conn, names, stale_after_s)
     return len(announced)
+
+
+async def recover(pool: asyncpg.Pool, names: Names, settings: Settings) -> int:
+    """One recovery pass (:mod:`consumer.admission.recovery`); returns how many steps."""
+    async with db.transaction(pool) as conn:
+        steps = await recovery.recover(conn, names, settings)
+    return len(steps)
 
 
 async def tick(
@@ -145,7 +153,7 @@ async def tick(
     released += await sweep(pool, policy)
     if slow:
         await cancel_finished(pool)
-        await announce_stale(pool, policy.names, settings.stale_after_s)
+        await recover(pool, policy.names, settings)
     return released
 
 

@@ -16,6 +16,7 @@ same rows as the natural order:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -87,6 +88,49 @@ def _cost(external: list[dict[str, Any]] | None) -> Decimal | None:
     return sum((Decimal(str(use.get("cost_usd", 0))) for use in external), Decimal(0))
 
 
+def _joined(calls: list[dict[str, Any]], key: str) -> str:
+    return ", ".join(dict.fromkeys(str(c.get(key)) for c in calls if c.get(key) is not None))
+
+
+def ai_summary(calls: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The stored form of ``external_ai_used``: a summary the plan's queries answer.
+
+    ``model``/``provider`` are the distinct names in call order joined by ", ", and
+    ``token_count``/``cost_usd`` the totals, so ``external_ai_used ->> 'model'`` and
+    ``(external_ai_used ->> 'cost_usd')::numeric`` work as written in the plan; ``calls``
+    keeps the list as the event carried it. No calls: None (SQL NULL).
+    """
+    if not calls:
+        return None
+    cost = _cost(calls) or Decimal(0)
+    return {
+        "model": _joined(calls, "model"),
+        "provider": _joined(calls, "provider"),
+        "token_count": sum(int(c.get("token_count") or 0) for c in calls),
+        "cost_usd": float(cost),
+        "calls": calls,
+    }
+
+
+def whole_seconds(resources: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Resources with ``duration_seconds`` in whole seconds (events recorded before the
+    contract said so may carry a fraction)."""
+    if not resources or not isinstance(resources.get("duration_seconds"), float):
+        return resources
+    return {**resources, "duration_seconds": round(resources["duration_seconds"])}
+
+
+def project_uuid(value: Any) -> uuid.UUID | None:
+    """The project id as a UUID; an older event's non-UUID text maps to ``md5(text)``,
+    exactly as migration 008 converted the stored rows."""
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return uuid.UUID(hashlib.md5(str(value).encode(), usedforsecurity=False).hexdigest())
+
+
 def _terminal_fields(row: dict[str, Any], ev: LedgerRow) -> None:
     data = ev.data
     row["completed_at"] = ev.event_time
@@ -97,8 +141,8 @@ def _terminal_fields(row: dict[str, Any], ev: LedgerRow) -> None:
     outcome = data.get("outcome") or {}
     row["services_touched"] = list(data.get("services_touched") or [])
     row["outcome"] = outcome
-    row["actual_resources"] = data.get("actual_resources")
-    row["external_ai_used"] = data.get("external_ai_used")
+    row["actual_resources"] = whole_seconds(data.get("actual_resources"))
+    row["external_ai_used"] = ai_summary(data.get("external_ai_used"))
     row["cost_usd"] = _cost(data.get("external_ai_used"))
     if ev.event_type == EventType.TASK_COMPLETED:
         row["status"] = TaskStatus.COMPLETED.value
@@ -128,10 +172,10 @@ def fold(task_id: uuid.UUID, rows: Sequence[LedgerRow]) -> dict[str, Any] | None
         status=TaskStatus.PENDING.value,
         request_text=data["request_text"],
         created_by=data.get("created_by"),
-        project_id=data.get("project_id"),
+        project_id=project_uuid(data.get("project_id")),
         plan=data.get("plan"),
         services_requested=data.get("services"),
-        estimated_resources=data.get("estimated_resources"),
+        estimated_resources=whole_seconds(data.get("estimated_resources")),
         services_touched=[],
         created_at=requested.event_time,
     )

@@ -39,6 +39,20 @@ class AuditHandler:
         step_ids = [e.id for e in events if e.type == EventType.TASK_STEP]
         if step_ids or created:
             await conn.execute(q("insert_steps"), step_ids, created)
+        await self._suggestions(conn, events, created)
+
+    async def _suggestions(
+        self, conn: asyncpg.Connection, events: Sequence[Event], created: list[uuid.UUID]
+    ) -> None:
+        """Append suggestions and their resolutions; those that waited for their task (or
+        their suggestion) apply once it exists."""
+        suggested = [e for e in events if e.type == EventType.TASK_SUGGESTED]
+        resolved = [e.id for e in events if e.type == EventType.SUGGESTION_RESOLVED]
+        if suggested or created:
+            await conn.execute(q("insert_suggestions"), [e.id for e in suggested], created)
+        if resolved or suggested or created:
+            tasks = list({*created, *(e.task_id for e in suggested if e.task_id)})
+            await conn.execute(q("insert_resolutions"), resolved, tasks)
 
     async def _project(
         self, conn: asyncpg.Connection, task_ids: list[uuid.UUID]
@@ -65,5 +79,7 @@ class AuditHandler:
         return created
 
     def background(self, ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
-        """The audit side has no background loops."""
-        return ()
+        """The anchor loop: log the ledger chain's head every ``anchor_interval_s``."""
+        from consumer.ledger.anchors import anchor_loop
+
+        return (lambda: anchor_loop(ctx),)

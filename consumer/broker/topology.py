@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractChannel
 
 from consumer.core.settings import Settings
 
-AUDIT_BINDINGS = ("task.#",)
+AUDIT_BINDINGS = ("task.#", "suggestion.#")
 CAPACITY_BINDINGS = ("dispatch.requested", "capacity.#", "control.#")
 
 
@@ -48,7 +48,7 @@ class Names:
 
     @property
     def audit(self) -> str:
-        """Quorum queue of the audit consumer (``task.#``)."""
+        """Quorum queue of the audit consumer (``task.#``, ``suggestion.#``)."""
         return f"{self.prefix}.audit"
 
     @property
@@ -61,6 +61,11 @@ class Names:
         """Quorum queue holding dead letters; nothing expires there."""
         return f"{self.prefix}.dead"
 
+    @property
+    def anchors(self) -> str:
+        """Fanout exchange and quorum queue of the ledger chain's heads (anchors)."""
+        return f"{self.prefix}.anchors"
+
     def retry(self, source_queue: str, delay_ms: int) -> str:
         """The retry queue that holds messages of ``source_queue`` for ``delay_ms``."""
         return f"{source_queue}.retry.{delay_ms}"
@@ -71,13 +76,13 @@ class Names:
 
     def all_queues(self, delays_ms: list[int]) -> list[str]:
         """Every queue the topology declares (for tests and tear-down)."""
-        queues = [self.audit, self.capacity, self.dead]
+        queues = [self.audit, self.capacity, self.dead, self.anchors]
         queues += [self.retry(q, d) for q in self.work_queues() for d in delays_ms]
         return queues
 
     def all_exchanges(self) -> list[str]:
         """Every exchange the topology declares."""
-        return [self.events, self.dispatch, self.dlx, self.unroutable]
+        return [self.events, self.dispatch, self.dlx, self.unroutable, self.anchors]
 
 
 def quorum_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
@@ -113,6 +118,13 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Name
     )
     await dead.bind(dlx, routing_key="#")
     await dead.bind(unroutable, routing_key="#")
+    anchors = await channel.declare_exchange(
+        names.anchors, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    anchor_queue = await channel.declare_queue(
+        names.anchors, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await anchor_queue.bind(anchors, routing_key="")
     args = quorum_arguments(names, settings.delivery_limit)
     for queue_name, keys in ((names.audit, AUDIT_BINDINGS), (names.capacity, CAPACITY_BINDINGS)):
         queue = await channel.declare_queue(queue_name, durable=True, arguments=args)

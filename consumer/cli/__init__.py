@@ -11,8 +11,10 @@ import typer
 
 from consumer.cli import audit as cli_audit
 from consumer.cli import control as cli_control
+from consumer.cli import dispatches as cli_dispatches
 from consumer.cli import dlq as cli_dlq
-from consumer.cli.common import EXIT_UNAVAILABLE, console, fail, load_settings, run
+from consumer.cli import recover as cli_recover
+from consumer.cli.common import EXIT_UNAVAILABLE, console, fail, load_settings, run, run_app
 from consumer.core import logs
 from consumer.core.errors import DatabaseUnavailable
 
@@ -27,8 +29,10 @@ app = typer.Typer(
 schema_app = typer.Typer(help="The wire contract's JSON Schema files.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 app.add_typer(cli_audit.app, name="audit")
+cli_dispatches.register(cli_audit.app)
 app.add_typer(cli_dlq.app, name="dlq")
 cli_control.register(app)
+cli_recover.register(app)
 
 
 class Only(StrEnum):
@@ -151,32 +155,57 @@ def schema_export(
     out: Annotated[
         Path | None, typer.Option(help="Directory (default: contracts/schemas in the package).")
     ] = None,
+    asyncapi: Annotated[
+        Path | None,
+        typer.Option(help="AsyncAPI file (default: docs/asyncapi.json, or OUT/asyncapi.json)."),
+    ] = None,
 ) -> None:
-    """Write the JSON Schema of the envelope and of every event type."""
+    """Write the JSON Schema of the envelope and of every event type, and the AsyncAPI 3.0
+    document of every channel, operation and message (docs/asyncapi.json)."""
+    from contracts.asyncapi import ASYNCAPI_PATH, export_asyncapi
     from contracts.export import export_schemas
 
     target = out or Path(__file__).resolve().parents[2] / "contracts" / "schemas"
     written = export_schemas(target)
     console.print(f"wrote {len(written)} schema files to {target}")
+    document = export_asyncapi(asyncapi or (out / "asyncapi.json" if out else ASYNCAPI_PATH))
+    console.print(f"wrote the AsyncAPI 3.0 document to {document}")
 
 
 @app.command()
 def verify(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            metavar="HEX",
+            help="A head hash recorded earlier (action=chain_head): exit 1 unless it is "
+            "still a link of the chain.",
+        ),
+    ] = None,
 ) -> None:
-    """Check the ledger against its hash chain; exit 1 if anything was altered.
+    """Check the ledger against its hash chain, and tasks/steps against the ledger.
 
-    Reports rows altered, inserted or removed behind the service's back (for example by
-    a superuser with triggers disabled), and the chain's head hash: keep it outside the
-    database to detect a consistent rewrite of everything.
+    Exit 0: intact. Exit 1: sealed rows altered or removed behind the service's back
+    (for example by a superuser with triggers disabled), a broken chain, a projection
+    that differs from its events, or --expect-head not found in the chain. Exit 5:
+    nothing altered, but some rows are not sealed (written with
+    TASKLEDGER_LEDGER_CHAIN=false, or inserted around the service).
     """
     from rich.progress import Progress
 
     from consumer.cli.common import print_json
-    from consumer.ledger.verify import VerifyReport
+    from consumer.ledger.verify import VerifyReport, parse_head
     from consumer.ledger.verify import verify as verify_ledger
     from consumer.store import db
 
+    anchor: bytes | None = None
+    if expect_head is not None:
+        try:
+            anchor = parse_head(expect_head)
+        except ValueError:
+            fail("--expect-head: expected a head hash of 64 hex digits")
     settings = load_settings()
 
     async def check() -> VerifyReport:
@@ -185,33 +214,47 @@ def verify(
             total = int(await conn.fetchval(db.q("ledger_row_count")))
             with Progress(transient=True, disable=json_out) as progress:
                 bar = progress.add_task("verifying", total=total)
-                return await verify_ledger(conn, lambda n: progress.advance(bar, n))
+                return await verify_ledger(
+                    conn, lambda n: progress.advance(bar, n), expect_head=anchor
+                )
         finally:
             await conn.close()
 
     report = run(check())
     if json_out:
-        print_json(report.model_dump())
+        print_json({**report.model_dump(), "exit_code": report.exit_code})
     else:
-        console.print(f"checked {report.rows} ledger rows in {report.links} chain links")
-        console.print(f"head hash: {report.head_hash or '(empty chain)'}")
+        console.print(
+            f"checked {report.rows} ledger rows in {report.links} chain links, "
+            f"{report.tasks_checked} tasks"
+        )
+        console.print(f"head hash: {report.head_hash or '(empty chain)'} (link {report.head_link})")
+        if report.expected_head and "anchor_missing" not in report.counts:
+            console.print(f"expected head {report.expected_head} is a link of the chain")
         for finding in report.findings[:50]:
-            console.print(f"[red]{finding.kind}[/red]: {finding.detail}")
+            colour = "yellow" if finding.kind == "unsealed" else "red"
+            console.print(f"[{colour}]{finding.kind}[/{colour}]: {finding.detail}", soft_wrap=True)
+        hidden = sum(report.counts.values()) - min(len(report.findings), 50)
+        if hidden > 0:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
+            console.print(f"... and {hidden} more ({counts}; --json lists up to 1000 per kind)")
         first = report.first
-        if first is not None:
-            console.print(f"[bold red]first discrepancy:[/bold red] {first.detail}")
+        if report.tampered and first is not None:
+            console.print(f"[bold red]first discrepancy:[/bold red] {first.detail}", soft_wrap=True)
+        elif report.counts:
+            console.print(
+                f"[yellow]warning:[/yellow] {report.counts['unsealed']} unsealed range(s), "
+                "nothing altered (exit 5)"
+            )
         else:
             console.print("[green]ledger intact[/green]")
-    if not report.ok:
-        raise typer.Exit(1)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    """Console-script entry point (usage errors in one line: see ``common.run_app``)."""
+    run_app(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

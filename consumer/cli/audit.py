@@ -11,6 +11,7 @@ from typing import Annotated
 from uuid import UUID
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from consumer.cli.common import console, fail, load_settings, open_pool, run, usage_errors
@@ -20,13 +21,14 @@ from consumer.queries import reads
 from consumer.queries.filters import MAX_PAGE, TaskFilter
 from consumer.queries.models import (
     FailureReport,
+    FlushCount,
     OrphanEvent,
     Page,
     StaleTask,
     Summary,
     TaskDetail,
 )
-from consumer.queries.times import parse_duration
+from consumer.queries.times import parse_duration, parse_time
 
 __all__ = ["app"]
 
@@ -101,6 +103,48 @@ def by_service(
         print_page(page.items, page.next_cursor, f"tasks that touched {service_name}")
 
 
+def _print_suggestions(detail: TaskDetail) -> None:
+    """The task's suggestions (added after the fact) and what became of each."""
+    if detail.task is None or not detail.task.suggestions:
+        return
+    table = Table(title="suggestions", title_justify="left")
+    for name in ("time", "state", "suggestion", "reason", "from", "id"):
+        table.add_column(name)
+    for s in detail.task.suggestions:
+        state = s.status if s.status == "open" else f"{s.status} by {s.resolved_by}"
+        table.add_row(
+            when(s.created_at),
+            escape(state),
+            escape(cut(s.suggestion, 60)),
+            escape(cut(s.reason, 40)),
+            escape(s.source),
+            str(s.suggestion_id),
+        )
+    console.print(table)
+
+
+def _print_failure(detail: TaskDetail) -> None:
+    """What was captured when the task failed: step, agent, resources, plan, stack trace."""
+    failure = next((e.failure for e in detail.timeline if e.failure is not None), None)
+    if failure is None:
+        return
+    console.print(
+        f"failed at step {failure.failed_step or '-'} ({failure.failed_action or '-'})"
+        f" on {failure.agent_type or '-'} agent {failure.agent_id or '-'}",
+        markup=False,
+    )
+    if failure.resource_state:
+        state = ", ".join(f"{k}={v}" for k, v in failure.resource_state.items())
+        console.print(f"resource state at failure: {cut(state, 200)}", markup=False)
+    if failure.plan and failure.plan.get("steps"):
+        steps = " / ".join(map(str, failure.plan["steps"]))
+        console.print(f"plan: {cut(steps, 200)}", markup=False)
+    if failure.stack_trace:
+        console.print("stack trace:", highlight=False)
+        for line in failure.stack_trace.splitlines()[-12:]:
+            console.print(f"  {cut(line, 200)}", highlight=False, markup=False)
+
+
 @app.command()
 def timeline(
     task_id: Annotated[str, typer.Argument(metavar="TASK_ID", help="The task's UUID.")],
@@ -121,6 +165,10 @@ def timeline(
     if emit(detail, as_json):
         return
     t = detail.task
+    if t is None:
+        console.print(f"[bold]{uid}[/bold]  dispatch requested, no task.requested recorded yet")
+        _print_table(detail)
+        return
     console.print(f"[bold]{t.task_id}[/bold]  {status(t.status.value)}  {cut(t.request_text, 100)}")
     services = ", ".join(t.services_touched) or "-"
     console.print(
@@ -132,9 +180,16 @@ def timeline(
         console.print(
             f"[red]{t.error_cause or '?'} / {t.error_type or '?'}:[/red] {t.error_message}"
         )
+    _print_failure(detail)
+    _print_suggestions(detail)
     if detail.waiting:
         w = detail.waiting
         console.print(f"waiting in the pause queue since {when(w.paused_at)}: {w.reason}")
+    _print_table(detail)
+
+
+def _print_table(detail: TaskDetail) -> None:
+    """The timeline of ``detail`` as a table."""
     table = Table(title="timeline", title_justify="left")
     for name in ("time", "kind", "what", "detail"):
         table.add_column(name)
@@ -257,3 +312,31 @@ def summary(f: TaskFilter, as_json: JsonOpt = False) -> None:
         console.print(
             counts_table("busiest services", {b.service: b.tasks for b in result.busiest_services})
         )
+
+
+@app.command()
+def flushes(
+    since: Annotated[
+        str | None,
+        typer.Option(metavar="TIME", help="Since: RFC 3339 or relative (7d, 12h, 30m)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write batches by why they were flushed: count (full), timeout (linger), end_of_source."""
+    with usage_errors():
+        start = parse_time(since, name="--since")
+    settings = load_settings()
+
+    async def go() -> list[FlushCount]:
+        async with open_pool(settings) as pool:
+            return await reads.flushes(pool, start)
+
+    result = run(go())
+    if emit(result, as_json):
+        return
+    table = Table(title="write batches by flush trigger", title_justify="left")
+    for name in ("trigger", "batches", "events", "latest"):
+        table.add_column(name)
+    for r in result:
+        table.add_row(r.trigger, str(r.batches), str(r.events), when(r.latest))
+    console.print(table)

@@ -1,7 +1,7 @@
 """The task-filter options of the ``audit`` commands, declared once.
 
 Each option (``--status``, ``--since``, ``--until``, ``--service``, ``--all-services``,
-``--agent-type``, ``--cause``, ``--intent``, ``--limit``, ``--cursor``) is declared in
+``--agent-type``, ``--cause``, ``--intent``, ``--project``, ``--has-suggestions``, ``--limit``, ``--cursor``) is declared in
 :data:`FILTER_OPTIONS`. A command takes them with :func:`filter_options`: it declares
 one parameter ``f: TaskFilter`` and the decorator puts the options (all, or all but
 those it leaves out) in its place; the command is called with the :class:`TaskFilter`
@@ -129,6 +129,26 @@ FILTER_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
         ],
         None,
     ),
+    (
+        "project",
+        Annotated[
+            str | None,
+            typer.Option(metavar="UUID", help="Tasks of this project (its UUID)."),
+        ],
+        None,
+    ),
+    (
+        "has_suggestions",
+        Annotated[
+            bool | None,
+            typer.Option(
+                "--has-suggestions/--no-suggestions",
+                show_default=False,
+                help="Only tasks with suggestions (or, --no-suggestions, without any).",
+            ),
+        ],
+        None,
+    ),
     ("limit", LimitOpt, DEFAULT_PAGE),
     (
         "cursor",
@@ -142,7 +162,12 @@ FILTER_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ),
 )
 
-_OPTION_OF = {"services": "--service", "statuses": "--status", "error_cause": "--cause"}
+_OPTION_OF = {
+    "services": "--service",
+    "statuses": "--status",
+    "error_cause": "--cause",
+    "project_id": "--project",
+}
 
 
 def _enum(kind: type[E], value: str, option: str) -> E:
@@ -163,6 +188,8 @@ def build_filter(
     agent_type: str | None = None,
     cause: str | None = None,
     intent: str | None = None,
+    project: str | None = None,
+    has_suggestions: bool | None = None,
     limit: int = DEFAULT_PAGE,
     cursor: str | None = None,
 ) -> TaskFilter:
@@ -181,6 +208,8 @@ def build_filter(
             agent_type=_enum(AgentType, agent_type, "--agent-type") if agent_type else None,
             error_cause=_enum(ErrorCause, cause, "--cause") if cause else None,
             intent=intent,
+            project_id=project.strip() if project else None,
+            has_suggestions=has_suggestions,
             limit=limit,
             cursor=cursor,
         )

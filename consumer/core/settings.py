@@ -10,13 +10,23 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _URL_PASSWORD = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@"
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\n]*)@"
+)
+# ?password=... / &sslpassword=... in a URL's query
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:ssl)?pass(?:word)?=)[^&#\s]*", re.IGNORECASE)
+# libpq key=value: password=secret, password = 'with spaces \' quoted'
+_KV_PASSWORD = re.compile(
+    r"(?P<key>\b(?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'?|[^\s'&][^\s&]*)", re.IGNORECASE
 )
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to log or print)."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    """Return ``url`` with any password replaced by ``***`` (safe to log or print): in the
+    user info (spaces included), in the query (``?password=``) and as libpq
+    ``password=...`` (quoted or not)."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    text = _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", text)
+    return _KV_PASSWORD.sub(lambda m: f"{m['key']}***", text)
 
 
 def redact_text(text: str) -> str:
@@ -86,6 +96,15 @@ class Settings(BaseSettings):
         default=True,
         description="Seal ledger rows into the hash chain (turn off only to measure its cost).",
     )
+    anchor_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Log the ledger chain's head (action=chain_head) this often; 0 turns it off.",
+    )
+    anchor_publish: bool = Field(
+        default=False,
+        description="Also publish each chain head to the `<prefix>.anchors` exchange.",
+    )
     orphan_after_s: float = Field(
         default=600.0, gt=0, description="Events waiting longer are orphans."
     )
@@ -100,6 +119,18 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(
         default=900.0, gt=0, description="Executing tasks silent this long."
     )
+    recovery_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="No answer this long after task.recovery_requested: re-dispatch or fail.",
+    )
+    recovery_max_attempts: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Dispatch attempts of a silent task (the first included) before it is "
+        "failed with cause agent_lost.",
+    )
     timer_interval_s: float = Field(default=1.0, gt=0, description="Pause-queue timer period.")
     outbox_interval_s: float = Field(default=0.5, gt=0, description="Outbox relay poll period.")
 
@@ -111,6 +142,16 @@ class Settings(BaseSettings):
         default=None, description="Bearer token for mutating API calls."
     )
     operator: str | None = Field(default=None, description="Operator name recorded for actions.")
+    api_statement_timeout_ms: int = Field(
+        default=5000,
+        ge=1,
+        description="Longest an API read may run in PostgreSQL; past it the call answers 503.",
+    )
+    api_pool_timeout_ms: int = Field(
+        default=2000,
+        ge=1,
+        description="Longest an API call waits for a free database connection; then 503.",
+    )
     app_role: str = Field(
         default="taskledger_app", description="Least-privilege role of the service."
     )

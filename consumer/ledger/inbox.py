@@ -36,7 +36,11 @@ async def _conflicts(
 
 
 async def record_events(
-    conn: asyncpg.Connection, events: Sequence[Event], *, chain: bool = True
+    conn: asyncpg.Connection,
+    events: Sequence[Event],
+    *,
+    chain: bool = True,
+    trigger: str | None = None,
 ) -> list[Event]:
     """Insert ``events`` into the ledger inside the caller's transaction.
 
@@ -45,7 +49,7 @@ async def record_events(
     ``conflict_with`` set. With ``chain`` (the default) the new rows are sealed into the
     tamper-evidence hash chain (:mod:`consumer.ledger.verify`). Returns the events that were
     new, in the given order (an id already recorded, or repeated within ``events``, is
-    returned once at most).
+    returned once at most). ``trigger`` (why the batch was flushed) goes on the link.
     """
     if not events:
         return []
@@ -72,7 +76,7 @@ async def record_events(
         sealed = sorted((r["seq"], r["digest"]) for r in rows)
         await conn.execute(q("lock_chain"))
         await conn.execute(
-            q("append_chain_link"), [seq for seq, _ in sealed], [d for _, d in sealed]
+            q("append_chain_link"), [seq for seq, _ in sealed], [d for _, d in sealed], trigger
         )
     inserted = {r["event_id"] for r in rows}
     new: list[Event] = []

@@ -167,6 +167,11 @@ def service_name(service: str) -> str:
     return name
 
 
+def _word(service: str) -> str:
+    r"""The PostgreSQL pattern matching ``service`` as a whole word (``\m...\M``)."""
+    return r"\m" + service.replace(".", r"\.") + r"\M"
+
+
 # --- the filter --------------------------------------------------------------------------
 
 
@@ -186,6 +191,10 @@ class TaskFilter(BaseModel):
     error_cause: ErrorCause | None = None
     intent: str | None = Field(
         default=None, description="verb_service, e.g. deploy_kuma: inferred from request and steps."
+    )
+    project_id: UUID | None = Field(default=None, description="Tasks of this project.")
+    has_suggestions: bool | None = Field(
+        default=None, description="Tasks with suggestions (true) or without any (false)."
     )
     limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
     cursor: str | None = Field(default=None, max_length=400)
@@ -236,18 +245,19 @@ class TaskFilter(BaseModel):
         return value
 
     def filter_args(self, *, require: list[str] | None = None) -> tuple[Any, ...]:
-        """The eight parameters ($1..$8) of the shared ``task_filter`` clause.
+        """The twelve parameters ($1..$12) of the shared ``task_filter`` clause.
 
         ``require`` lists services that must have been touched on top of the filter's own
-        (``by-service``); an intent's service is required the same way.
+        (``by-service``). An intent's service ($10, $11) matches a finished task by the
+        services it touched, an unfinished one by the services requested or a plan step
+        naming the service.
         """
         intent = parse_intent(self.intent) if self.intent else None
         any_of = self.services if self.service_mode == "any" and self.services else None
         all_of = list(require or [])
         if self.service_mode == "all":
             all_of += self.services
-        if intent is not None and intent.service is not None:
-            all_of.append(intent.service)
+        service = intent.service if intent is not None else None
         all_of = list(dict.fromkeys(all_of))
         return (
             [s.value for s in self.statuses] or None,
@@ -258,6 +268,10 @@ class TaskFilter(BaseModel):
             self.agent_type.value if self.agent_type else None,
             self.error_cause.value if self.error_cause else None,
             intent.pattern if intent else None,
+            self.project_id,
+            service,
+            _word(service) if service else None,
+            self.has_suggestions,
         )
 
     def cursor_args(self) -> tuple[datetime | None, UUID | None]:

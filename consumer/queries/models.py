@@ -16,6 +16,8 @@ from contracts import TaskStatus
 
 __all__ = [
     "BusyService",
+    "DispatchEntry",
+    "DispatchPage",
     "FailureReport",
     "HoldEntry",
     "LedgerEntry",
@@ -47,7 +49,7 @@ class TaskSummary(_Out):
     status: TaskStatus
     request_text: str
     created_by: str | None = None
-    project_id: str | None = None
+    project_id: UUID | None = None
     agent_id: str | None = None
     agent_type: str | None = None
     services_requested: list[str] | None = None
@@ -80,6 +82,22 @@ class FailureReport(_Out):
     by_type: dict[str, int]
 
 
+class SuggestionView(_Out):
+    """One suggestion of a task (the plan's {suggestion, reason, created_at}) and its state."""
+
+    suggestion_id: UUID
+    suggestion: str
+    reason: str
+    created_at: datetime
+    source: str = Field(description="Who suggested it (the event's source).")
+    event_id: UUID | None = None
+    status: Literal["open", "applied", "rejected"] = "open"
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    note: str | None = None
+    resolutions: int = Field(default=0, description="How many resolutions were recorded.")
+
+
 class TaskRecord(TaskSummary):
     """The whole ``tasks`` row of one task."""
 
@@ -87,10 +105,18 @@ class TaskRecord(TaskSummary):
     approved_by: str | None = None
     rejected_reason: str | None = None
     outcome: dict[str, Any] | None = None
-    suggestions: dict[str, Any] | None = None
+    suggestions: list[SuggestionView] = Field(
+        default_factory=list,
+        description="Suggestions added after the fact (task.suggested), oldest first, each "
+        "with its latest resolution (suggestion.resolved).",
+    )
     estimated_resources: dict[str, Any] | None = None
     actual_resources: dict[str, Any] | None = None
-    external_ai_used: list[dict[str, Any]] | None = None
+    external_ai_used: dict[str, Any] | None = Field(
+        default=None,
+        description="Summary of the external AI calls: model, provider, token_count, "
+        "cost_usd (totals) and calls (each call as the event carried it).",
+    )
     failed_step: int | None = None
     resource_state: dict[str, Any] | None = None
 
@@ -110,7 +136,7 @@ class LedgerEntry(_Out):
 class StepEntry(_Out):
     """One step (``execution_logs`` row)."""
 
-    id: int
+    log_id: UUID
     event_id: UUID
     step_number: int
     agent_type: str
@@ -119,7 +145,7 @@ class StepEntry(_Out):
     output_summary: str | None = None
     output_full: dict[str, Any] | None = None
     duration_ms: int | None = None
-    created_at: datetime
+    timestamp: datetime
     recorded_at: datetime
 
 
@@ -135,16 +161,69 @@ class PauseHistoryEntry(_Out):
     at: datetime
     details: dict[str, Any] | None = None
 
+    def describe(self) -> str:
+        """The timeline title: "paused: insufficient_capacity", "admitted (immediate),
+        agent a-1", "released (capacity): insufficient_capacity, agent a-1", "cancelled"."""
+        reason = f": {self.reason}" if self.reason else ""
+        agent = f", agent {self.agent_id}" if self.agent_id else ""
+        if self.action == "released" and self.trigger == "immediate":
+            return f"admitted (immediate){agent}"
+        if self.action == "released" and self.trigger == "cancelled":
+            return f"cancelled{reason} (the task ended while it waited)"
+        trigger = f" ({self.trigger})" if self.trigger else ""
+        return f"{self.action}{trigger}{reason}{agent}"
+
+
+class FailureCapture(_Out):
+    """What was captured when a task failed: the plan's failure record, on its timeline."""
+
+    error_type: str | None = None
+    error_cause: str | None = None
+    error_message: str | None = None
+    stack_trace: str | None = None
+    failed_step: int | None = None
+    failed_action: str | None = Field(default=None, description="The failed step's action.")
+    resource_state: dict[str, Any] | None = None
+    agent_id: str | None = None
+    agent_type: str | None = None
+    plan: dict[str, Any] | None = None
+
+
+class FlushCount(_Out):
+    """Write batches (ledger chain links) flushed for one trigger: count, timeout, end_of_source."""
+
+    trigger: str
+    batches: int
+    events: int
+    latest: datetime
+
+
+class RecoveryEntry(_Out):
+    """One recovery step of a silent task: requested, resumed, redispatched or failed."""
+
+    id: int
+    attempt: int = Field(description="The dispatch attempt (1: the first dispatch).")
+    action: str
+    trigger: str | None = None
+    message_id: UUID | None = None
+    actor: str | None = None
+    at: datetime
+    details: dict[str, Any] | None = None
+
 
 class TimelineEntry(_Out):
-    """One line of a task's timeline; exactly one of ``event``, ``step``, ``pause`` is set."""
+    """One line of a task's timeline; exactly one of ``event``, ``step``, ``pause`` is set.
+
+    The applied ``task.failed`` event also carries ``failure`` (what was captured)."""
 
     at: datetime
-    kind: Literal["event", "step", "pause"]
+    kind: Literal["event", "step", "pause", "recovery"]
     title: str
     event: LedgerEntry | None = None
     step: StepEntry | None = None
     pause: PauseHistoryEntry | None = None
+    recovery: RecoveryEntry | None = None
+    failure: FailureCapture | None = None
 
 
 class Required(_Out):
@@ -196,7 +275,10 @@ class PauseQueueView(_Out):
 class TaskDetail(_Out):
     """A task with its full timeline (ledger events, steps, pause history) by time."""
 
-    task: TaskRecord
+    task: TaskRecord | None = Field(
+        description="The task; null when only its dispatch request is recorded (no "
+        "task.requested yet): the timeline still shows what happened to the request."
+    )
     timeline: list[TimelineEntry]
     waiting: PauseEntry | None = Field(
         default=None, description="Its pause-queue entry, if it waits now."
@@ -267,3 +349,34 @@ class OperatorActionEntry(_Out):
     params: dict[str, Any]
     result: dict[str, Any] | None = None
     event_id: UUID | None = None
+
+
+class DispatchEntry(_Out):
+    """A dispatch request (``dispatch.requested``) and what became of it.
+
+    ``status``: ``waiting`` (in the pause queue), ``assigned`` (released to an agent;
+    ``trigger`` says why: immediate, capacity, timeout, manual), ``cancelled`` (the task
+    ended while it waited) or ``requested`` (no decision recorded).
+    """
+
+    task_id: UUID
+    status: Literal["waiting", "assigned", "cancelled", "requested"]
+    agent_type: str | None = None
+    priority: int
+    requested_at: datetime = Field(description="The time of the first dispatch.requested.")
+    request_event_id: UUID
+    reason: str | None = Field(default=None, description="Why it waited (if it did).")
+    trigger: str | None = Field(default=None, description="What released or cancelled it.")
+    agent_id: str | None = Field(default=None, description="The agent it was assigned to.")
+    decided_at: datetime | None = Field(default=None, description="When it was released.")
+    paused_at: datetime | None = None
+    waited_s: float | None = None
+    message_id: UUID | None = Field(default=None, description="The dispatch.assigned sent.")
+    task_status: str | None = Field(default=None, description="null: no task.requested yet.")
+
+
+class DispatchPage(_Out):
+    """A page of dispatch requests, newest first; pass ``next_cursor`` back (None: last)."""
+
+    items: list[DispatchEntry]
+    next_cursor: str | None = None

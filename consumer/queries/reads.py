@@ -24,7 +24,9 @@ from consumer.core.errors import ConfigurationError, TaskNotFound
 from consumer.queries.filters import DEFAULT_PAGE, MAX_PAGE, TaskFilter, encode_cursor, service_name
 from consumer.queries.models import (
     BusyService,
+    FailureCapture,
     FailureReport,
+    FlushCount,
     HoldEntry,
     LedgerEntry,
     OperatorActionEntry,
@@ -33,9 +35,11 @@ from consumer.queries.models import (
     PauseEntry,
     PauseHistoryEntry,
     PauseQueueView,
+    RecoveryEntry,
     Required,
     StaleTask,
     StepEntry,
+    SuggestionView,
     Summary,
     TaskDetail,
     TaskRecord,
@@ -48,6 +52,7 @@ from contracts import TaskStatus
 __all__ = [
     "by_service",
     "failures",
+    "flushes",
     "list_tasks",
     "operator_actions",
     "orphans",
@@ -205,40 +210,109 @@ def _entry(kind: Literal["event", "step", "pause"], entry: Any) -> TimelineEntry
         return TimelineEntry(at=entry.event_time, kind=kind, title=title, event=entry)
     if isinstance(entry, StepEntry):
         title = f"step {entry.step_number} {entry.action}: {entry.status}"
-        return TimelineEntry(at=entry.created_at, kind=kind, title=title, step=entry)
+        return TimelineEntry(at=entry.timestamp, kind=kind, title=title, step=entry)
+    return TimelineEntry(at=entry.at, kind=kind, title=entry.describe(), pause=entry)
+
+
+_KIND_ORDER = {"event": 0, "step": 1, "pause": 2, "recovery": 3}
+
+
+def _recovery(entry: RecoveryEntry) -> TimelineEntry:
+    """A recovery step as a timeline line: "recovery requested (timeout), attempt 1"."""
     trigger = f" ({entry.trigger})" if entry.trigger else ""
-    reason = f": {entry.reason}" if entry.reason else ""
-    title = f"{entry.action}{trigger}{reason}"
-    return TimelineEntry(at=entry.at, kind=kind, title=title, pause=entry)
+    by = f" by {entry.actor}" if entry.actor else ""
+    title = f"recovery {entry.action}{trigger}{by}, attempt {entry.attempt}"
+    return TimelineEntry(at=entry.at, kind="recovery", title=title, recovery=entry)
 
 
-_KIND_ORDER = {"event": 0, "step": 1, "pause": 2}
+def _suggestion(record: Any) -> SuggestionView:
+    row = dict(record.items())
+    row["status"] = row.pop("resolution") or "open"
+    row.pop("resolution_event_id", None)
+    row.pop("position", None)
+    return SuggestionView.model_validate(row)
+
+
+def _mark_suggestions(task: TaskRecord, timeline: list[TimelineEntry]) -> None:
+    """Say on the timeline what each ``task.suggested`` added."""
+    by_event: dict[UUID, list[str]] = {}
+    for s in task.suggestions:
+        if s.event_id is not None:
+            by_event.setdefault(s.event_id, []).append(s.suggestion)
+    for entry in timeline:
+        if entry.event is not None and entry.event.event_id in by_event:
+            entry.title += ": " + "; ".join(by_event[entry.event.event_id])
+
+
+def _mark_failure(task: TaskRecord, timeline: list[TimelineEntry]) -> None:
+    """Put what was captured at failure on the applied ``task.failed`` line of the timeline."""
+    if task.status != TaskStatus.FAILED:
+        return
+    outcome = task.outcome or {}
+    action = next(
+        (e.step.action for e in timeline
+         if e.step is not None and e.step.step_number == task.failed_step
+         and e.step.status == "failed"),
+        None,
+    )  # fmt: skip
+    failure = FailureCapture(
+        error_type=task.error_type,
+        error_cause=task.error_cause,
+        error_message=task.error_message,
+        stack_trace=outcome.get("stack_trace"),
+        failed_step=task.failed_step,
+        failed_action=action,
+        resource_state=task.resource_state,
+        agent_id=task.agent_id,
+        agent_type=task.agent_type,
+        plan=task.plan,
+    )
+    for entry in timeline:
+        event = entry.event
+        if event is not None and event.event_type == "task.failed" and not event.conflict_with:
+            step = f" at step {task.failed_step}" if task.failed_step else ""
+            entry.title += (
+                f": {task.error_cause}/{task.error_type}{step}: {task.error_message or ''}"
+            )
+            entry.failure = failure
+            return
 
 
 async def task_detail(pool: asyncpg.Pool, task_id: UUID) -> TaskDetail:
     """Return the task ``task_id`` with its timeline (ledger events, steps, pause history
     merged by time; ties in the order event, step, pause) and its pause-queue entry.
 
-    Raises :class:`TaskNotFound` when no task row exists, :class:`DatabaseUnavailable`.
+    A task with only a dispatch request (no ``task.requested`` yet) has ``task`` None.
+    Raises :class:`TaskNotFound` when neither the task nor a dispatch request is recorded,
+    :class:`DatabaseUnavailable`.
     """
-    task, events, steps, history, waiting = await _read(
+    task, events, steps, history, waiting, suggested, recoveries = await _read(
         pool,
         (q("audit_task"), (task_id,)),
         (q("audit_task_events"), (task_id,)),
         (q("audit_task_steps"), (task_id,)),
         (q("audit_task_pause_history"), (task_id,)),
         (q("audit_pause_entry"), (task_id,)),
+        (q("audit_task_suggestions"), (task_id,)),
+        (q("recovery_history"), (task_id,)),
     )
-    if not task:
+    dispatched = history or any(r["event_type"] == "dispatch.requested" for r in events)
+    if not task and not dispatched:  # other events alone do not make a task
         raise TaskNotFound(f"no task {task_id} is recorded")
     timeline = [
         *(_entry("event", LedgerEntry.model_validate(dict(r.items()))) for r in events),
         *(_entry("step", StepEntry.model_validate(dict(r.items()))) for r in steps),
         *(_entry("pause", PauseHistoryEntry.model_validate(dict(r.items()))) for r in history),
+        *(_recovery(RecoveryEntry.model_validate(dict(r.items()))) for r in recoveries),
     ]
     timeline.sort(key=lambda e: (e.at, _KIND_ORDER[e.kind]))
+    record = TaskRecord.model_validate(_row(task[0])) if task else None
+    if record is not None:
+        record.suggestions = [_suggestion(r) for r in suggested]
+        _mark_failure(record, timeline)
+        _mark_suggestions(record, timeline)
     return TaskDetail(
-        task=TaskRecord.model_validate(_row(task[0])),
+        task=record,
         timeline=timeline,
         waiting=_pause_entry(waiting[0]) if waiting else None,
     )
@@ -304,6 +378,13 @@ async def pause_queue(pool: asyncpg.Pool, *, limit: int = 1000) -> PauseQueueVie
         entries=[_pause_entry(r) for r in entries],
         holds=[HoldEntry.model_validate(dict(r.items())) for r in holds],
     )
+
+
+async def flushes(pool: asyncpg.Pool, since: datetime | None = None) -> list[FlushCount]:
+    """Write batches since ``since`` (None: ever) by why they were flushed (the trigger on
+    each ledger chain link). Raises :class:`DatabaseUnavailable`."""
+    (records,) = await _read(pool, (q("audit_flushes"), (since,)))
+    return [FlushCount.model_validate(dict(r.items())) for r in records]
 
 
 async def operator_actions(

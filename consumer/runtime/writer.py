@@ -60,8 +60,10 @@ class BatchWriter:
         #: asked for and its budget is spent while a batch is held.
         self.check_deadline = check_deadline
 
-    async def write(self, items: Sequence[Item]) -> None:
-        """Commit ``items``; hold and retry while PostgreSQL is away; bisect on bad data."""
+    async def write(self, items: Sequence[Item], trigger: str | None = None) -> None:
+        """Commit ``items``; hold and retry while PostgreSQL is away; bisect on bad data.
+
+        ``trigger`` (why the batch was flushed) is recorded on its ledger chain link."""
         backoff = Backoff(first=0.1, cap=self.settings.db_retry_max_backoff_s)
         timeouts = 0
         while True:
@@ -69,7 +71,9 @@ class BatchWriter:
                 started = time.perf_counter()
                 events = [e for _, e in items]
                 async with db.transaction(self.pool) as conn:
-                    new = await record_events(conn, events, chain=self.settings.ledger_chain)
+                    new = await record_events(
+                        conn, events, chain=self.settings.ledger_chain, trigger=trigger
+                    )
                     conflicts = await id_conflicts(conn, events, new)
                     await self.handler.apply(conn, new)
                 self._observe(items, new, time.perf_counter() - started)

@@ -77,6 +77,7 @@ class Task(Base):
         Index("idx_tasks_status_created_at", "status", text("created_at DESC")),
         Index("idx_tasks_services_touched", "services_touched", postgresql_using="gin"),
         Index("ix_tasks_created_at_task_id", "created_at", "task_id"),
+        Index("ix_tasks_project_id", "project_id", "created_at"),
         Index(
             "ix_tasks_failed_created_at",
             "created_at",
@@ -96,7 +97,8 @@ class Task(Base):
     status: Mapped[str] = mapped_column(String(16))
     request_text: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(Text)
-    project_id: Mapped[str | None] = mapped_column(Text)
+    # 008: a UUID, as the plan has it (nullable, for grouping tasks by project)
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     services_requested: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
     agent_id: Mapped[str | None] = mapped_column(Text)
@@ -112,10 +114,10 @@ class Task(Base):
         ARRAY(Text), server_default=text("'{}'::text[]")
     )
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    suggestions: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     estimated_resources: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     actual_resources: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    external_ai_used: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # 008: a summary {model, provider, token_count, cost_usd, calls} (see migration 008)
+    external_ai_used: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 6))
     error_type: Mapped[str | None] = mapped_column(Text)
     error_cause: Mapped[str | None] = mapped_column(String(16))
@@ -134,7 +136,10 @@ class ExecutionLog(Base):
         Index("ix_execution_logs_task_id", "task_id", "step_number"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # 008: the plan's names, log_id (the task.step event's id when projected) and timestamp
+    log_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, primary_key=True, server_default=text("gen_random_uuid()")
+    )
     event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
     task_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tasks.task_id"))
     step_number: Mapped[int] = mapped_column(Integer)
@@ -144,7 +149,7 @@ class ExecutionLog(Base):
     output_summary: Mapped[str | None] = mapped_column(String(500))
     output_full: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(TZ)
+    timestamp: Mapped[datetime] = mapped_column(TZ)
     recorded_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
 
 
@@ -297,6 +302,71 @@ class LedgerChainLink(Base):
     prev_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     hash: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    # 011: why the batch was flushed (count, timeout, end_of_source); not hashed
+    trigger: Mapped[str | None] = mapped_column(String(16))
+
+
+class TaskSuggestion(Base):
+    """One suggestion added to a task after the fact (``task.suggested``), append-only.
+
+    009: the read model of a task's suggestions (``tasks.suggestions`` is gone)."""
+
+    __tablename__ = "task_suggestions"
+    __table_args__ = (Index("ix_task_suggestions_task_id", "task_id", "created_at"),)
+
+    suggestion_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tasks.task_id"))
+    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    position: Mapped[int] = mapped_column(Integer)
+    suggestion: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ)
+    source: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class SuggestionResolutionRow(Base):
+    """A suggestion applied or rejected (``suggestion.resolved``), append-only; the latest wins."""
+
+    __tablename__ = "suggestion_resolutions"
+    __table_args__ = (
+        CheckConstraint(_in("resolution", ("applied", "rejected")), name="resolution"),
+        Index("ix_suggestion_resolutions_suggestion_id", "suggestion_id", "resolved_at"),
+    )
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    suggestion_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("task_suggestions.suggestion_id")
+    )
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    resolution: Mapped[str] = mapped_column(String(16))
+    resolved_by: Mapped[str] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime] = mapped_column(TZ)
+    source: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class TaskRecovery(Base):
+    """One step of the recovery of a silent executing task (010), append-only."""
+
+    __tablename__ = "task_recoveries"
+    __table_args__ = (
+        CheckConstraint(
+            _in("action", ("requested", "resumed", "redispatched", "failed")), name="action"
+        ),
+        Index("ix_task_recoveries_task_id", "task_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    attempt: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str | None] = mapped_column(String(16))
+    message_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    actor: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 #: Tables whose rows can never be updated or deleted (enforced by triggers).
@@ -306,4 +376,7 @@ APPEND_ONLY_TABLES = (
     "pause_history",
     "operator_actions",
     "ledger_chain",
+    "task_suggestions",
+    "suggestion_resolutions",
+    "task_recoveries",
 )

@@ -9,10 +9,12 @@ import re
 import subprocess
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import orjson
 
 from consumer.store.urls import with_database
 from contracts import TaskCompleted, TaskFailed, TaskRequested, TaskStep
@@ -24,6 +26,18 @@ SEED_SCRIPT = ROOT / "scripts" / "seed_sample_data.py"
 
 _HEADER = re.compile(r"^-- name: (?P<name>\S+)\n-- (?P<description>.+)\n", re.MULTILINE)
 
+#: The phase-1 plan's six post-mortem queries, carried verbatim.
+PLAN_QUERIES = (
+    "plan_failed_tasks_last_7_days",
+    "plan_task_timeline",
+    "plan_resources_by_task",
+    "plan_external_ai",
+    "plan_avg_duration_by_agent_type",
+    "plan_failed_steps",
+)
+#: The plan's placeholder for a task id (query 2); the tests put a real one in its place.
+PLACEHOLDER = "'XXX'"
+
 REQUIRED_QUERIES = {
     "failed_tasks_last_7_days",
     "task_timeline",
@@ -34,6 +48,7 @@ REQUIRED_QUERIES = {
     "failed_steps",
     "tasks_touching_service",
     "failures_by_error_cause",
+    *PLAN_QUERIES,
 }
 
 
@@ -62,12 +77,25 @@ def test_query_file_is_well_formed() -> None:
     assert "services_touched @> ARRAY['kuma']" in queries["tasks_touching_service"][1]
 
 
+async def latest_failed(pool: asyncpg.Pool) -> Any:
+    """The most recent failed task's id (what the plan's query 2 is run for)."""
+    return await pool.fetchval(
+        "SELECT task_id FROM tasks WHERE status = 'failed' ORDER BY created_at DESC LIMIT 1"
+    )
+
+
+def runnable(statement: str, task_id: Any) -> str:
+    """The statement with the plan's 'XXX' placeholder replaced by ``task_id``."""
+    return statement.replace(PLACEHOLDER, f"'{task_id}'")
+
+
 async def test_every_query_returns_rows(pool: asyncpg.Pool) -> None:
     await seed(pool)
+    failed = await latest_failed(pool)
     empty: list[str] = []
     async with pool.acquire() as conn, conn.transaction(readonly=True):
         for name, (_, statement) in load_queries().items():
-            rows = await conn.fetch(statement)
+            rows = await conn.fetch(runnable(statement, failed))
             if not rows:
                 empty.append(name)
     assert empty == [], f"queries without rows over the sample data: {empty}"
@@ -95,7 +123,7 @@ async def test_seed_loads_every_status_with_steps(pool: asyncpg.Pool) -> None:
 
     steps = await pool.fetch(
         """
-        SELECT t.status, count(l.id) AS steps
+        SELECT t.status, count(l.log_id) AS steps
         FROM tasks t LEFT JOIN execution_logs l USING (task_id)
         GROUP BY t.task_id, t.status
         """
@@ -116,7 +144,7 @@ async def test_seed_loads_every_status_with_steps(pool: asyncpg.Pool) -> None:
     now = datetime.now(UTC)
     assert (now - window[0]).days < 10
     assert window[1] <= now
-    assert await pool.fetchval("SELECT max(created_at) FROM execution_logs") <= now
+    assert await pool.fetchval("SELECT max(timestamp) FROM execution_logs") <= now
 
     # Same seed again: the ids are the same, nothing is added.
     assert await seed(pool) == (0, 0)
@@ -212,3 +240,55 @@ async def test_seed_script_on_unmigrated_database(empty_db_url: str) -> None:
     result = await asyncio.to_thread(run_seed_script, empty_db_url)
     assert result.returncode == 3
     assert "taskledger migrate" in result.stderr
+
+
+async def test_plan_queries_verbatim_return_the_right_rows(pool: asyncpg.Pool) -> None:
+    """The plan's six queries, as the plan wrote them, answer what they ask on the sample."""
+    await seed(pool)
+    queries = load_queries()
+    statements = [queries[name][1] for name in PLAN_QUERIES]
+    assert PLACEHOLDER in statements[1]
+    failed = await latest_failed(pool)
+    run = [await pool.fetch(runnable(sql, failed)) for sql in statements]
+    failed_7d, timeline, resources, external, by_agent, failed_steps = run
+
+    # 1. exactly the failed tasks of the last 7 days, newest first
+    expected = await pool.fetch(
+        "SELECT task_id FROM tasks WHERE status = 'failed' "
+        "AND created_at > now() - interval '7 days' ORDER BY created_at DESC"
+    )
+    assert [r["task_id"] for r in failed_7d] == [r["task_id"] for r in expected]
+    assert failed_7d and all(r["status"] == "failed" and r["error_message"] for r in failed_7d)
+    # 2. the steps of that task, by step number, each with its timestamp
+    assert [r["step_number"] for r in timeline] == list(range(1, len(timeline) + 1))
+    assert {r["task_id"] for r in timeline} == {failed}
+    assert all(r["timestamp"] is not None for r in timeline)
+    assert timeline[-1]["status"] == "failed"
+    # 3. whole seconds and megabytes: the ::int casts hold, durations are filled when finished
+    finished = await pool.fetchval(
+        "SELECT count(*) FROM tasks WHERE actual_resources IS NOT NULL "
+        "AND created_at > now() - interval '30 days'"
+    )
+    assert sum(r["duration_sec"] is not None for r in resources) == finished > 0
+    assert all(isinstance(r["duration_sec"], int) for r in resources if r["duration_sec"])
+    # 4. ->> 'model' and ->> 'cost_usd' answer: the model names and the total of the calls
+    assert external
+    for row in external:
+        calls = await pool.fetchval(
+            "SELECT external_ai_used -> 'calls' FROM tasks WHERE task_id = $1", row["task_id"]
+        )
+        calls = orjson.loads(calls) if isinstance(calls, str) else calls
+        assert row["model"] == ", ".join(dict.fromkeys(c["model"] for c in calls))
+        total = sum(Decimal(str(c["cost_usd"])) for c in calls)
+        assert abs(row["cost"] - total) < Decimal("0.000001")
+    assert len(external) == await pool.fetchval(
+        "SELECT count(*) FROM tasks WHERE cost_usd IS NOT NULL"
+    )
+    # 5. one row per agent type with its step count
+    counts = dict(await pool.fetch("SELECT agent_type, count(*) FROM execution_logs GROUP BY 1"))
+    assert {r["agent_type"]: r["execution_count"] for r in by_agent} == counts
+    # 6. every failed step, newest first
+    assert len(failed_steps) == await pool.fetchval(
+        "SELECT count(*) FROM execution_logs WHERE status = 'failed'"
+    )
+    assert failed_steps and all(r["status"] == "failed" for r in failed_steps)

@@ -26,6 +26,9 @@ TEXT_COLUMN = {
     "execution_logs": "action",
     "pause_history": "reason",
     "operator_actions": "actor",
+    "task_suggestions": "reason",
+    "suggestion_resolutions": "resolved_by",
+    "task_recoveries": "action",
 }
 
 
@@ -61,7 +64,7 @@ async def insert_append_only_rows(conn: Executor) -> uuid.UUID:
     await conn.execute(
         """
         INSERT INTO execution_logs (event_id, task_id, step_number, agent_type, action,
-                                    status, created_at)
+                                    status, timestamp)
         VALUES ($1, $2, 1, 'infra', 'docker restart kuma', 'completed', now())
         """,
         uuid.uuid4(),
@@ -74,6 +77,24 @@ async def insert_append_only_rows(conn: Executor) -> uuid.UUID:
     )
     await conn.execute(
         "INSERT INTO operator_actions (action, actor, params) VALUES ('pause', 'ops', '{}'::jsonb)"
+    )
+    suggestion_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO task_suggestions (suggestion_id, task_id, position, suggestion, reason,"
+        " created_at, source) VALUES ($1, $2, 1, 'pin the tag', 'broken build', now(), 'x')",
+        suggestion_id,
+        task_id,
+    )
+    await conn.execute(
+        "INSERT INTO suggestion_resolutions (event_id, suggestion_id, task_id, resolution,"
+        " resolved_by, resolved_at, source) VALUES ($1, $2, $3, 'applied', 'alice', now(), 'x')",
+        uuid.uuid4(),
+        suggestion_id,
+        task_id,
+    )
+    await conn.execute(
+        "INSERT INTO task_recoveries (task_id, attempt, action) VALUES ($1, 1, 'requested')",
+        task_id,
     )
     await conn.execute(
         "INSERT INTO ledger_chain (seqs, row_digests, hash) "

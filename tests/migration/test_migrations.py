@@ -33,7 +33,12 @@ OUR_TABLES = {
     "pause_queue",
     "pause_history",
     "ledger_chain",
+    "task_suggestions",
+    "suggestion_resolutions",
+    "task_recoveries",
 }
+#: Relations a revision removes on purpose (008: execution_logs.id gave way to log_id).
+REMOVED = {"008_plan_names": {"execution_logs_id_seq"}}
 OUR_FUNCTIONS = {
     "prevent_task_modification",
     "prevent_append_only_change",
@@ -140,7 +145,7 @@ async def test_each_revision_downgrades_one_step_at_a_time(empty_db_url: str) ->
         await upgrade(url, revision)
         assert await current_version(url) == revision
         seen[revision] = await relations(url)
-        assert seen[revision] >= seen[down], revision
+        assert seen[revision] >= seen[down] - REMOVED.get(revision, set()), revision
 
     # Down one revision at a time: each step restores exactly the schema before it.
     for revision, down in reversed(steps):

@@ -133,7 +133,7 @@ async def add_task(
                               started_at, completed_at, rejected_reason, error_message,
                               services_touched, outcome, cost_usd, error_type, error_cause,
                               created_at, updated_at)
-           VALUES ($1, $2, $3, 'alice', 'homelab', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+           VALUES ($1, $2, $3, 'alice', md5('homelab')::uuid, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
                    $14, $15, $16, $17, $18, $19, $20)""",
         task_id,
         status,
@@ -169,9 +169,9 @@ async def add_task(
         at = (started or created_at) + timedelta(minutes=number)
         event_id = await add_event(conn, task_id, "task.step", at, source=f"agents/{agent_id}")
         await conn.execute(
-            """INSERT INTO execution_logs (event_id, task_id, step_number, agent_type, action,
-                                           status, output_summary, duration_ms, created_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+            """INSERT INTO execution_logs (log_id, event_id, task_id, step_number, agent_type,
+                                           action, status, output_summary, duration_ms, timestamp)
+               VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9)""",
             event_id,
             task_id,
             number,

@@ -59,7 +59,7 @@ def lifecycle(
         emit(EventType.TASK_STEP, {"step_number": n, "agent_type": "infra", "action": f"step {n}",
                                    "status": "completed", "output_summary": "x" * 700,
                                    "duration_ms": 10 * n})  # fmt: skip
-    resources = {"duration_seconds": 12.5, "cpu_time_ms": 900, "gpu_vram_mb_used": 0,
+    resources = {"duration_seconds": 12, "cpu_time_ms": 900, "gpu_vram_mb_used": 0,
                  "peak_memory_mb": 128, "agent_load_pct": 40.0}  # fmt: skip
     if terminal == "completed":
         emit(EventType.TASK_COMPLETED, {
@@ -139,7 +139,7 @@ async def snapshot(
     )
     return {
         "tasks": [dict(r) for r in tasks],
-        "logs": [{k: v for k, v in r.items() if k not in ("id", "recorded_at")} for r in logs],
+        "logs": [{k: v for k, v in r.items() if k != "recorded_at"} for r in logs],
     }
 
 

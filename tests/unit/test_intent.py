@@ -107,12 +107,15 @@ def test_cursor_round_trip_and_refusal() -> None:
             decode_cursor(bad)
 
 
-def test_filter_args_fold_intent_service_into_all_of() -> None:
+def test_filter_args_pass_the_intent_service_apart() -> None:
     f = TaskFilter(intent="deploy_kuma", services=["dns", "nginx"], service_mode="any")
-    statuses, _, _, any_of, all_of, _, _, pattern = f.filter_args()
+    statuses, _, _, any_of, all_of, _, _, pattern, project, service, word, has = f.filter_args()
     assert statuses is None
     assert any_of == ["dns", "nginx"]
-    assert all_of == ["kuma"]
+    # the intent's service is matched apart: touched, or (unfinished) requested or planned
+    assert all_of is None
+    assert (service, word) == ("kuma", r"\mkuma\M")
+    assert project is None and has is None
     assert pattern is not None and "deploy" in pattern
     g = TaskFilter(services=["dns", "kuma"], service_mode="all", statuses=[TaskStatus.FAILED])
     args = g.filter_args(require=["traefik"])

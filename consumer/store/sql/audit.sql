@@ -49,9 +49,9 @@ WHERE t.status NOT IN ('completed', 'failed', 'rejected')
 -- insert_steps --
 -- Project recorded task.step events into execution_logs once each, for tasks that exist.
 INSERT INTO execution_logs
-    (event_id, task_id, step_number, agent_type, action, status, output_summary,
-     output_full, duration_ms, created_at)
-SELECT l.event_id, l.task_id,
+    (log_id, event_id, task_id, step_number, agent_type, action, status, output_summary,
+     output_full, duration_ms, timestamp)
+SELECT l.event_id, l.event_id, l.task_id,
        (l.envelope -> 'data' ->> 'step_number')::numeric::int,  -- 2.0 is an integer too
        l.envelope -> 'data' ->> 'agent_type',
        l.envelope -> 'data' ->> 'action',
@@ -63,6 +63,39 @@ SELECT l.event_id, l.task_id,
 FROM event_ledger AS l
 JOIN tasks AS t ON t.task_id = l.task_id
 WHERE l.event_type = 'task.step'
+  AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
+ORDER BY l.seq
+ON CONFLICT (event_id) DO NOTHING
+
+-- insert_suggestions --
+-- Append recorded task.suggested events to task_suggestions once each, for tasks that exist; the n-th suggestion of event E gets the id md5('E:n')::uuid.
+INSERT INTO task_suggestions
+    (suggestion_id, task_id, event_id, position, suggestion, reason, created_at, source)
+SELECT md5(l.event_id::text || ':' || s.n)::uuid, l.task_id, l.event_id, s.n::int,
+       s.item ->> 'suggestion', s.item ->> 'reason', l.event_time, l.source
+FROM event_ledger AS l
+JOIN tasks AS t ON t.task_id = l.task_id
+CROSS JOIN LATERAL jsonb_array_elements(l.envelope -> 'data' -> 'suggestions')
+    WITH ORDINALITY AS s(item, n)
+WHERE l.event_type = 'task.suggested'
+  AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
+ORDER BY l.seq, s.n
+ON CONFLICT (suggestion_id) DO NOTHING
+
+-- insert_resolutions --
+-- Append recorded suggestion.resolved events once each, for suggestions of the same task that exist (a resolution that came first waits in the ledger).
+INSERT INTO suggestion_resolutions
+    (event_id, suggestion_id, task_id, resolution, resolved_by, note, resolved_at, source)
+SELECT l.event_id, s.suggestion_id, l.task_id,
+       l.envelope -> 'data' ->> 'resolution',
+       l.envelope -> 'data' ->> 'resolved_by',
+       l.envelope -> 'data' ->> 'note',
+       l.event_time, l.source
+FROM event_ledger AS l
+JOIN task_suggestions AS s
+  ON s.suggestion_id = (l.envelope -> 'data' ->> 'suggestion_id')::uuid
+ AND s.task_id = l.task_id
+WHERE l.event_type = 'suggestion.resolved'
   AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
 ORDER BY l.seq
 ON CONFLICT (event_id) DO NOTHING

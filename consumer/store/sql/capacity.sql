@@ -251,3 +251,62 @@ SELECT count(*) FROM outbox WHERE sent_at IS NULL
 -- outbox_existing_ids --
 -- Which of these message ids are already in the outbox.
 SELECT message_id FROM outbox WHERE message_id = ANY($1::uuid[])
+
+-- recovery_lock --
+-- One recovery pass at a time across processes (transaction-scoped; false: another pass runs).
+SELECT pg_try_advisory_xact_lock(hashtext('taskledger.recovery'))
+
+-- recovery_candidates --
+-- Executing tasks ($3 NULL: all; else that one) silent past $1 s or in recovery, with their latest recovery step, whether an agent answered since, their last step and work plan; at most $2.
+SELECT t.task_id, t.agent_id, t.agent_type, t.request_text, t.plan, t.started_at,
+       last.event_time AS last_event_at,
+       COALESCE(last.event_time, t.updated_at) AS silent_since,
+       extract(epoch FROM now() - COALESCE(last.event_time, t.updated_at))::float8 AS stale_seconds,
+       r.attempt, r.action, r.at AS action_at,
+       extract(epoch FROM now() - r.at)::float8 AS action_age_s,
+       (SELECT count(*) FROM task_recoveries r2
+        WHERE r2.task_id = t.task_id AND r2.action = 'requested') AS requests,
+       EXISTS (SELECT 1 FROM event_ledger a
+               WHERE a.task_id = t.task_id AND a.event_type IN ('task.started', 'task.step')
+                 AND a.received_at > r.at) AS answered,
+       step.step_number AS last_step_number, step.action AS last_step_action,
+       step.status AS last_step_status, step.timestamp AS last_step_at,
+       (SELECT d.envelope -> 'data' -> 'work_plan' FROM event_ledger d
+        WHERE d.task_id = t.task_id AND d.event_type = 'dispatch.requested'
+        ORDER BY d.seq DESC LIMIT 1) AS work_plan
+FROM tasks t
+LEFT JOIN LATERAL (SELECT max(l.event_time) AS event_time
+                   FROM event_ledger l WHERE l.task_id = t.task_id) AS last ON true
+LEFT JOIN LATERAL (SELECT r1.attempt, r1.action, r1.at FROM task_recoveries r1
+                   WHERE r1.task_id = t.task_id ORDER BY r1.id DESC LIMIT 1) AS r ON true
+LEFT JOIN LATERAL (SELECT e.step_number, e.action, e.status, e.timestamp FROM execution_logs e
+                   WHERE e.task_id = t.task_id
+                   ORDER BY e.timestamp DESC, e.step_number DESC LIMIT 1) AS step ON true
+WHERE t.status = 'executing'
+  AND ($3::uuid IS NULL OR t.task_id = $3::uuid)
+  AND ($3::uuid IS NOT NULL
+       OR COALESCE(last.event_time, t.updated_at) < now() - make_interval(secs => $1::float8)
+       OR r.action IN ('requested', 'redispatched'))
+ORDER BY silent_since, t.task_id
+LIMIT $2
+
+-- recovery_record --
+-- Append steps of recoveries (details are JSON text).
+INSERT INTO task_recoveries (task_id, attempt, action, trigger, message_id, actor, details)
+SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::uuid[], $6::text[],
+                     $7::text[]::jsonb[])
+
+-- recovery_history --
+-- The recovery steps of one task, oldest first.
+SELECT r.id, r.attempt, r.action, r.trigger, r.message_id, r.actor, r.at, r.details
+FROM task_recoveries r
+WHERE r.task_id = $1
+ORDER BY r.id
+
+-- recovery_lock_wait --
+-- Wait for the recovery lock (an operator's step waits for a running pass).
+SELECT pg_advisory_xact_lock(hashtext('taskledger.recovery'))
+
+-- recovery_task_status --
+-- The status of one task (None: no such task).
+SELECT status FROM tasks WHERE task_id = $1

@@ -47,11 +47,12 @@ SELECT pg_advisory_xact_lock(8243149463017541731)
 
 -- append_chain_link --
 -- Chain the rows this transaction recorded (seqs and digests, in seq order) to the newest link.
-INSERT INTO ledger_chain (seqs, row_digests, prev_hash, hash)
+INSERT INTO ledger_chain (seqs, row_digests, prev_hash, hash, trigger)
 SELECT $1::bigint[], $2::bytea[], head.hash,
        sha256(coalesce(head.hash, ''::bytea)
               || (SELECT string_agg(d, ''::bytea ORDER BY i)
-                  FROM unnest($2::bytea[]) WITH ORDINALITY AS u(d, i)))
+                  FROM unnest($2::bytea[]) WITH ORDINALITY AS u(d, i))),
+       $3::text  -- why the batch was flushed (011; not hashed)
 FROM (SELECT (SELECT c.hash FROM ledger_chain AS c ORDER BY c.link DESC LIMIT 1) AS hash) AS head
 
 -- ledger_row_count --
@@ -75,3 +76,98 @@ SELECT l.event_id, l.seq, l.source, l.event_type, l.envelope = d.body::jsonb AS 
 FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS d(event_id, body, n)
 JOIN event_ledger AS l ON l.event_id = d.event_id
 ORDER BY d.n
+
+-- verify_rows_against_seals --
+-- Every ledger row beside what the chain sealed for its seq (seq order; times as text, rendered as the digest renders them).
+WITH sealed AS (
+    SELECT c.link, u.seq, u.digest
+    FROM ledger_chain AS c
+    CROSS JOIN LATERAL unnest(c.seqs, c.row_digests) AS u(seq, digest)
+)
+SELECT coalesce(l.seq, s.seq) AS at_seq, s.link, s.digest, l.seq, l.event_id::text AS event_id,
+       l.event_type, l.source, l.task_id::text AS task_id,
+       to_char(l.event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') AS event_time,
+       to_char(l.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') AS received_at,
+       l.schema_version, l.envelope::text AS envelope_text,
+       l.conflict_with::text AS conflict_with
+FROM sealed AS s
+FULL JOIN event_ledger AS l ON l.seq = s.seq
+ORDER BY coalesce(l.seq, s.seq), s.link
+
+-- chain_head --
+-- The newest link of the ledger chain and the highest seq it seals (the anchor to keep).
+SELECT c.link, c.hash, (SELECT max(u.s) FROM unnest(c.seqs) AS u(s)) AS seq
+FROM ledger_chain AS c
+ORDER BY c.link DESC
+LIMIT 1
+
+-- verify_search_path --
+-- Set this transaction's search_path (verify puts its scratch tables first or last).
+SELECT set_config('search_path', $1, true)
+
+-- verify_scratch_tables --
+-- Scratch copies of tasks and execution_logs (no triggers, no foreign keys) for the handler's own statements; dropped at commit.
+CREATE TEMP TABLE tasks (LIKE tasks INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)
+    ON COMMIT DROP;
+CREATE TEMP TABLE execution_logs
+    (LIKE execution_logs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)
+    ON COMMIT DROP
+
+-- verify_scratch_clear --
+-- Empty the scratch tables between pages.
+TRUNCATE pg_temp.tasks, pg_temp.execution_logs
+
+-- verify_task_page --
+-- The next page of stored task ids (keyset), with the search_path on the real tables.
+SELECT task_id FROM tasks WHERE task_id > $1 ORDER BY task_id LIMIT $2
+
+-- verify_tasks_compare --
+-- Each stored task of the page beside the row recomputed from the ledger, as JSON.
+SELECT coalesce(r.task_id, e.task_id) AS task_id, to_jsonb(r) AS stored, to_jsonb(e) AS expected
+FROM (SELECT * FROM tasks WHERE task_id = ANY($1::uuid[])) AS r
+FULL JOIN (SELECT * FROM pg_temp.tasks WHERE task_id = ANY($1::uuid[])) AS e
+    ON e.task_id = r.task_id
+
+-- verify_scratch_drop_tasks --
+-- Forget recomputed task rows (to write the other replay of the same tasks).
+DELETE FROM pg_temp.tasks WHERE task_id = ANY($1::uuid[])
+
+-- verify_steps_compare --
+-- Stored execution_logs of the page's tasks that differ from the re-projection, as JSON.
+SELECT coalesce(r.event_id, e.event_id) AS event_id, coalesce(r.task_id, e.task_id) AS task_id,
+       to_jsonb(r) - 'recorded_at' - 'id' AS stored, to_jsonb(e) - 'recorded_at' - 'id' AS expected
+FROM (SELECT * FROM execution_logs WHERE task_id = ANY($1::uuid[])) AS r
+FULL JOIN (SELECT * FROM pg_temp.execution_logs WHERE task_id = ANY($1::uuid[])) AS e
+    ON e.event_id = r.event_id
+WHERE (to_jsonb(r) - 'recorded_at' - 'id') IS DISTINCT FROM (to_jsonb(e) - 'recorded_at' - 'id')
+
+-- verify_tasks_missing --
+-- Tasks whose task.requested is recorded but that have no stored row.
+SELECT DISTINCT l.task_id
+FROM event_ledger AS l
+WHERE l.event_type = 'task.requested' AND l.conflict_with IS NULL AND l.task_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = l.task_id)
+ORDER BY l.task_id
+
+-- verify_steps_without_task --
+-- Stored execution_logs whose task has no stored row (a foreign key bypassed).
+SELECT e.event_id, e.task_id
+FROM execution_logs AS e
+WHERE NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = e.task_id)
+ORDER BY e.event_id
+
+-- verify_pause_history_orphans --
+-- pause_history rows naming an event the ledger does not hold.
+SELECT h.id, h.task_id, h.event_id
+FROM pause_history AS h
+WHERE h.event_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM event_ledger AS l WHERE l.event_id = h.event_id)
+ORDER BY h.id
+
+-- verify_current_search_path --
+-- The session's search_path, to put verify's scratch tables first or last in it.
+SELECT current_setting('search_path')
+
+-- verify_scratch_copy_tasks --
+-- Stand-ins for tasks whose events do not fold: their stored rows, so their steps still project.
+INSERT INTO pg_temp.tasks SELECT * FROM tasks WHERE task_id = ANY($1::uuid[])

@@ -9,7 +9,10 @@
 SET LOCAL plan_cache_mode = force_custom_plan
 
 -- task_filter --
--- Shared WHERE clause of every task filter ($1..$8); spliced into the statements below at /*task_filter*/.
+-- Shared WHERE clause of every task filter ($1..$12); spliced into the statements below at /*task_filter*/.
+-- $9: project; $10/$11: an intent's service and its word pattern. A finished task matches the
+-- service by services_touched; an unfinished one (nothing touched yet) by services_requested
+-- or a plan step naming the service. $12: has suggestions (true) or none (false).
     ($1::text[] IS NULL OR t.status = ANY($1::text[]))
     AND ($2::timestamptz IS NULL OR t.created_at >= $2::timestamptz)
     AND ($3::timestamptz IS NULL OR t.created_at < $3::timestamptz)
@@ -26,18 +29,29 @@ SET LOCAL plan_cache_mode = force_custom_plan
          -- subplan that runs the regex over every step of every task
          OR (SELECT bool_or(e.action ~* $8::text) FROM execution_logs e
              WHERE e.task_id = t.task_id))
+    AND ($9::uuid IS NULL OR t.project_id = $9::uuid)
+    AND ($10::text IS NULL
+         OR t.services_touched @> ARRAY[$10::text]
+         OR (t.status NOT IN ('completed', 'failed', 'rejected')
+             AND ($10::text = ANY(t.services_requested)
+                  OR (jsonb_typeof(t.plan -> 'steps') = 'array'
+                      AND EXISTS (SELECT 1
+                                  FROM jsonb_array_elements_text(t.plan -> 'steps') AS s(step)
+                                  WHERE s.step ~* $11::text)))))
+    AND ($12::bool IS NULL
+         OR EXISTS (SELECT 1 FROM task_suggestions g WHERE g.task_id = t.task_id) = $12::bool)
 
 -- audit_tasks --
--- One page of tasks matching the filter, newest first; keyset cursor ($9, $10), page size + 1 ($11).
+-- One page of tasks matching the filter, newest first; keyset cursor ($13, $14), page size + 1 ($15).
 SELECT t.task_id, t.status, t.request_text, t.created_by, t.project_id, t.agent_id,
        t.agent_type, t.services_requested, t.services_touched, t.error_cause, t.error_type,
        t.error_message, t.cost_usd, t.created_at, t.approved_at, t.started_at,
        t.completed_at, t.updated_at
 FROM tasks t
 WHERE /*task_filter*/
-  AND ($9::timestamptz IS NULL OR (t.created_at, t.task_id) < ($9::timestamptz, $10::uuid))
+  AND ($13::timestamptz IS NULL OR (t.created_at, t.task_id) < ($13::timestamptz, $14::uuid))
 ORDER BY t.created_at DESC, t.task_id DESC
-LIMIT $11
+LIMIT $15
 
 -- audit_failure_counts --
 -- Failed tasks matching the filter, counted by (error cause, error type); one GROUP BY streams off an index.
@@ -54,14 +68,14 @@ WHERE /*task_filter*/
 GROUP BY t.status, t.error_cause
 
 -- audit_busiest_services --
--- Services touched most often by the tasks matching the filter ($9 = how many).
+-- Services touched most often by the tasks matching the filter ($13 = how many).
 SELECT s.service, count(*) AS n
 FROM tasks t
 CROSS JOIN LATERAL unnest(t.services_touched) AS s(service)
 WHERE /*task_filter*/
 GROUP BY s.service
 ORDER BY n DESC, s.service
-LIMIT $9
+LIMIT $13
 
 -- audit_task --
 -- The whole row of one task.
@@ -78,11 +92,24 @@ ORDER BY l.seq
 
 -- audit_task_steps --
 -- Steps (execution_logs) of one task, in the order they happened.
-SELECT e.id, e.event_id, e.step_number, e.agent_type, e.action, e.status, e.output_summary,
-       e.output_full, e.duration_ms, e.created_at, e.recorded_at
+SELECT e.log_id, e.event_id, e.step_number, e.agent_type, e.action, e.status,
+       e.output_summary, e.output_full, e.duration_ms, e.timestamp, e.recorded_at
 FROM execution_logs e
 WHERE e.task_id = $1
-ORDER BY e.created_at, e.step_number, e.id
+ORDER BY e.timestamp, e.step_number, e.recorded_at, e.log_id
+
+-- audit_task_suggestions --
+-- Suggestions of one task, oldest first, each with its latest resolution and how many there were.
+SELECT s.suggestion_id, s.event_id, s.position, s.suggestion, s.reason, s.created_at, s.source,
+       r.resolution, r.resolved_by, r.resolved_at, r.note, r.event_id AS resolution_event_id,
+       (SELECT count(*) FROM suggestion_resolutions r2
+        WHERE r2.suggestion_id = s.suggestion_id) AS resolutions
+FROM task_suggestions s
+LEFT JOIN LATERAL (SELECT * FROM suggestion_resolutions r1
+                   WHERE r1.suggestion_id = s.suggestion_id
+                   ORDER BY r1.resolved_at DESC, r1.event_id DESC LIMIT 1) AS r ON true
+WHERE s.task_id = $1
+ORDER BY s.created_at, s.position, s.suggestion_id
 
 -- audit_task_pause_history --
 -- Pause-queue transitions of one task, oldest first.
@@ -168,3 +195,68 @@ FROM operator_actions a
 WHERE ($1::timestamptz IS NULL OR a.at >= $1::timestamptz)
 ORDER BY a.at DESC, a.id DESC
 LIMIT $2
+
+-- audit_flushes --
+-- Write batches (ledger chain links) since $1 (NULL: ever) by why they were flushed, with their events and the latest.
+SELECT coalesce(c.trigger, '(none)') AS trigger, count(*) AS batches,
+       sum(cardinality(c.seqs)) AS events, max(c.created_at) AS latest
+FROM ledger_chain c
+WHERE ($1::timestamptz IS NULL OR c.created_at >= $1::timestamptz)
+GROUP BY 1
+ORDER BY batches DESC, trigger
+
+-- audit_dispatches --
+-- Dispatch requests (the first dispatch.requested of each task), newest first, each with
+-- its state and latest decision from pause_history: waiting (in pause_queue), assigned
+-- (released to an agent: immediate, capacity, timeout, manual), cancelled (the task ended
+-- while it waited), requested (no decision recorded). $1 state (NULL: any), $2 agent_id
+-- (NULL: any), $3 requested since (NULL: ever), $4/$5 keyset (requested_at, task_id) of
+-- the previous page's last row (NULL: first page), $6 rows.
+WITH requests AS (
+    SELECT DISTINCT ON (l.task_id)
+           l.task_id, l.event_id AS request_event_id, l.event_time AS requested_at,
+           l.envelope -> 'data' AS data
+    FROM event_ledger l
+    WHERE l.event_type = 'dispatch.requested' AND l.task_id IS NOT NULL
+    ORDER BY l.task_id, l.seq
+), decided AS (
+    SELECT r.task_id, r.request_event_id, r.requested_at,
+           r.data ->> 'agent_type' AS agent_type,
+           CASE WHEN jsonb_typeof(r.data -> 'priority') = 'number'
+                THEN (r.data ->> 'priority')::numeric::int ELSE 3 END AS priority,
+           CASE WHEN w.id IS NOT NULL THEN 'waiting'
+                WHEN d.trigger = 'cancelled' THEN 'cancelled'
+                WHEN d.id IS NOT NULL THEN 'assigned'
+                ELSE 'requested' END AS status,
+           coalesce(w.reason, d.reason, p.reason) AS reason,
+           d.trigger, d.agent_id, d.at AS decided_at, p.at AS paused_at,
+           d.details ->> 'message_id' AS message_id,
+           CASE WHEN jsonb_typeof(d.details -> 'waited_s') = 'number'
+                THEN (d.details ->> 'waited_s')::float8 END AS waited_s,
+           t.status AS task_status
+    FROM requests r
+    LEFT JOIN pause_queue w ON w.task_id = r.task_id
+    LEFT JOIN LATERAL (
+        SELECT h.id, h.reason, h.trigger, h.agent_id, h.at, h.details
+        FROM pause_history h
+        WHERE h.task_id = r.task_id AND h.action = 'released'
+        ORDER BY h.at DESC, h.id DESC
+        LIMIT 1
+    ) d ON true
+    LEFT JOIN LATERAL (
+        SELECT h.reason, h.at
+        FROM pause_history h
+        WHERE h.task_id = r.task_id AND h.action = 'paused'
+        ORDER BY h.at DESC, h.id DESC
+        LIMIT 1
+    ) p ON true
+    LEFT JOIN tasks t ON t.task_id = r.task_id
+    WHERE ($3::timestamptz IS NULL OR r.requested_at >= $3::timestamptz)
+      AND ($4::timestamptz IS NULL OR (r.requested_at, r.task_id) < ($4::timestamptz, $5::uuid))
+)
+SELECT *
+FROM decided
+WHERE ($1::text IS NULL OR status = $1::text)
+  AND ($2::text IS NULL OR agent_id = $2::text)
+ORDER BY requested_at DESC, task_id DESC
+LIMIT $6
