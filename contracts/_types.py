@@ -92,8 +92,12 @@ def parse_timestamp(text: str) -> datetime:
         ValueError: anything else: a space for ``T``, no seconds, no offset, a leap
             second, a date that does not exist, a year outside 2000..9999.
     """
-    if _TIMESTAMP.fullmatch(text) is None:
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
         raise ValueError(_TIMESTAMP_RULE)
+    sign, off_hours, off_minutes = match.group(8, 9, 10)
+    if sign is not None and (int(off_hours) > 23 or int(off_minutes) > 59):
+        raise ValueError(_TIMESTAMP_RULE)  # fromisoformat would take +02:60 as +03:00
     try:  # the common spelling, parsed in C; lower-case t/z and odd cases take the slow path
         parsed = datetime.fromisoformat(text)
     except ValueError:

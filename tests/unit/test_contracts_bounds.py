@@ -340,3 +340,14 @@ def test_array_caps(event_type: EventType, path: tuple[str, ...], cap: int) -> N
     first = item[0]
     assert verdict(message(event_type, setter(*path, value=[first] * cap)))
     assert not verdict(message(event_type, setter(*path, value=[first] * (cap + 1))))
+
+
+@pytest.mark.parametrize(
+    "text", ["2000-01-01T00:00:00+02:60", "2026-01-01T00:00:00+24:00", "2026-01-01T00:00:00-23:60"]
+)
+def test_an_offset_out_of_range_is_refused_on_the_fast_path_too(text: str) -> None:
+    """fromisoformat (the fast path) would read +02:60 as +03:00; the schema refuses it."""
+    from contracts._types import parse_timestamp
+
+    with pytest.raises(ValueError):
+        parse_timestamp(text)
