@@ -14,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Integer, String
 
 from consumer.store import models
@@ -351,3 +353,17 @@ def test_an_offset_out_of_range_is_refused_on_the_fast_path_too(text: str) -> No
 
     with pytest.raises(ValueError):
         parse_timestamp(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(r"2[0-9]{3}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-6][0-9]:[0-6][0-9](\.[0-9]{1,9})?(Z|[+-][0-2][0-9]:[0-6][0-9])", fullmatch=True))  # fmt: skip
+def test_the_fast_timestamp_path_agrees_with_the_slow_one(text: str) -> None:
+    from contracts._types import _parse_timestamp_slowly, parse_timestamp
+
+    def outcome(parse: Any) -> object:
+        try:
+            return parse(text)
+        except ValueError:
+            return "refused"
+
+    assert outcome(parse_timestamp) == outcome(_parse_timestamp_slowly), text
