@@ -14,10 +14,11 @@ One place decides ack, dead-letter or retry. The path of one event:
 
 The broker connection lost: deliveries in hand are dropped (the broker delivers them
 again; the ledger absorbs them as duplicates), the runner reconnects with back-off,
-re-declares the topology and consumes again. After a loss it consumes with a window of
-one message, doubled after every acknowledged batch (a slow start): a message the client
-cannot even decode (it kills the connection) is then redelivered alone and reaches the
-queue's delivery limit alone, without dragging valid events with it.
+re-declares the topology and consumes again. A message the client cannot decode no
+longer kills the connection (:mod:`consumer.broker.frames` keeps undecodable header
+tables as raw bytes). No slow start of the window after a loss: RabbitMQ applies a
+per-consumer prefetch change only to consumers created after it (and quorum queues
+refuse a channel-wide one), so a window narrowed at consume time would stay narrow.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ class Runner:
         self.idle = asyncio.Event()
         self._shutdown_deadline: float | None = None
         self._consumed = False
-        #: The prefetch window now: the full ``settings.prefetch``, or after a lost
-        #: connection 1, doubled after every acknowledged batch (a slow start).
+        #: The prefetch window of the consumer.
         self._window = settings.prefetch
         self._raw: Any = None
 
@@ -100,7 +100,6 @@ class Runner:
                 if self._consumed:  # that session worked: start the back-off afresh
                     backoff.reset()
                     self._consumed = False
-                self._window = 1
                 metrics.RECONNECTS.labels(self.label).inc()
                 delay = backoff.next()
                 log.warning(
