@@ -73,9 +73,6 @@ class Source(Protocol):
     def start_shutdown_budget(self) -> None:
         """Start the stop budget if not started yet."""
 
-    async def acked(self, count: int) -> None:
-        """Called after each acknowledged batch."""
-
 
 log = logging.getLogger(__name__)
 
@@ -200,4 +197,3 @@ class Batcher:
             await self.writer.write(valid, trigger.value)
         await self.raw.basic_ack(batch[-1].tag, multiple=True)
         self._last_flush = time.monotonic()
-        await r.acked(len(batch))

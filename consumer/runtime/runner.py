@@ -75,9 +75,6 @@ class Runner:
         self.idle = asyncio.Event()
         self._shutdown_deadline: float | None = None
         self._consumed = False
-        #: The prefetch window of the consumer.
-        self._window = settings.prefetch
-        self._raw: Any = None
 
     # -- connection lifecycle -------------------------------------------------------
 
@@ -121,18 +118,16 @@ class Runner:
             await declare_topology(publish_channel, self.settings)
             consume_channel = await connection.channel(publisher_confirms=False)
             raw = await consume_channel.get_underlay_channel()
-            self._raw = raw
-            await raw.basic_qos(prefetch_count=self._window)
+            await raw.basic_qos(prefetch_count=self.settings.prefetch)
             ok = await raw.basic_consume(self.queue, self._on_message, no_ack=False)
             self._consumed = True
             log.info(
                 "consuming",
                 extra={"action": "consume", "handler": self.label, "queue": self.queue,
-                       "prefetch": self._window},
+                       "prefetch": self.settings.prefetch},
             )  # fmt: skip
             await Batcher(self, publish_channel, raw).loop(str(ok.consumer_tag))
         finally:
-            self._raw = None
             connection.close_callbacks.discard(self._on_close)
             self.buffer.clear()
             if not connection.is_closed:
@@ -145,18 +140,8 @@ class Runner:
     async def _on_message(self, message: DeliveredMessage) -> None:
         self.buffer.append(Delivery(message, time.monotonic()))
         n = len(self.buffer)
-        if n == 1 or n >= min(self.settings.batch_size, self._window):
+        if n == 1 or n >= self.settings.batch_size:
             self.wake.set()
-
-    async def acked(self, count: int) -> None:
-        """Called after each acknowledged batch: a narrowed window doubles, up to the
-        configured prefetch."""
-        if self._window >= self.settings.prefetch or self._raw is None:
-            return
-        self._window = min(self._window * 2, self.settings.prefetch)
-        await self._raw.basic_qos(prefetch_count=self._window)
-        if self._window == self.settings.prefetch:
-            log.info("window open again", extra={"action": "window_open", "handler": self.label})
 
     # -- the shutdown budget --------------------------------------------------------
 
