@@ -60,6 +60,13 @@ _TIMESTAMP = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
+# The spelling producers use nearly always (Python's isoformat in UTC, or Z), in the years
+# 2000..2099: a subset of TIMESTAMP_PATTERN that fromisoformat reads exactly as the
+# general path does, and in UTC already (an impossible date falls to the general path).
+_UTC_TIMESTAMP = re.compile(
+    r"20[0-9]{2}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{1,6})?(?:Z|\+00:00)"
+)
 _TIMESTAMP_RULE = (
     "Input should be an RFC 3339 date-time such as 2025-06-01T20:00:00Z: 'T', seconds, "
     "an offset, at most 9 fraction digits, in the years 2000..9999"
@@ -92,6 +99,11 @@ def parse_timestamp(text: str) -> datetime:
         ValueError: anything else: a space for ``T``, no seconds, no offset, a leap
             second, a date that does not exist, a year outside 2000..9999.
     """
+    if _UTC_TIMESTAMP.fullmatch(text) is not None:
+        try:
+            return datetime.fromisoformat(text)  # tzinfo is datetime.UTC itself
+        except ValueError:
+            pass  # 2026-02-30: the general path refuses it with the rule
     match = _TIMESTAMP.fullmatch(text)
     if match is None:
         raise ValueError(_TIMESTAMP_RULE)
@@ -133,6 +145,8 @@ def _parse_timestamp_slowly(text: str) -> datetime:
 
 def _timestamp(value: Any) -> datetime:
     """Text is parsed strictly; an aware datetime (from Python) must fit the same rule."""
+    if type(value) is str:  # the wire's case first
+        return parse_timestamp(value)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(_TIMESTAMP_RULE)
@@ -144,6 +158,8 @@ def _timestamp(value: Any) -> datetime:
 
 def _uuid(value: Any) -> Any:
     """Text must be canonical; a :class:`~uuid.UUID` (from Python) passes."""
+    if type(value) is str and _UUID.fullmatch(value) is not None:  # the wire's case first
+        return value
     if isinstance(value, UUID):
         return value
     if not isinstance(value, str):

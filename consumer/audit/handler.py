@@ -19,6 +19,14 @@ from contracts import Event, EventType, TaskStatus
 _FINISHED = frozenset({s.value for s in TaskStatus if s.is_terminal})
 
 
+def _row_count(status: str) -> int:
+    """The row count of a command status such as ``INSERT 0 5`` (unknown: assume some)."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 1
+
+
 class AuditHandler:
     """Projects ``task.*`` events into ``tasks`` and ``execution_logs``."""
 
@@ -48,9 +56,14 @@ class AuditHandler:
         their suggestion) apply once it exists."""
         suggested = [e for e in events if e.type == EventType.TASK_SUGGESTED]
         resolved = [e.id for e in events if e.type == EventType.SUGGESTION_RESOLVED]
+        appended = 0
         if suggested or created:
-            await conn.execute(q("insert_suggestions"), [e.id for e in suggested], created)
-        if resolved or suggested or created:
+            status = await conn.execute(q("insert_suggestions"), [e.id for e in suggested], created)
+            appended = _row_count(status)
+        # A waiting resolution applies once its suggestion exists, and a suggestion comes
+        # into being only here: with no new suggestion and no resolution in the batch
+        # there is nothing to apply (one round trip fewer for most batches).
+        if resolved or appended:
             tasks = list({*created, *(e.task_id for e in suggested if e.task_id)})
             await conn.execute(q("insert_resolutions"), resolved, tasks)
 

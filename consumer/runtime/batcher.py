@@ -1,7 +1,8 @@
 """One connection's worth of consuming: gather deliveries into batches and flush them.
 
 A batch is flushed on count (``batch_size``), on a short linger, or at the end (a stop,
-or an idle queue in burst mode). Each flush decodes every delivery: an invalid one is
+or an idle queue in burst mode). Each delivery was decoded as it arrived
+(:meth:`~consumer.runtime.delivery.Delivery.prepare`); at the flush an invalid one is
 dead-lettered with its reason; the valid ones are written in one transaction by the
 :class:`~consumer.runtime.writer.BatchWriter`; then the whole batch is acknowledged with
 one ``multiple=True`` ack. Nothing is acknowledged before it is committed or confirmed
@@ -20,7 +21,6 @@ import aiormq
 import asyncpg
 
 from consumer.broker.connection import queue_depth
-from consumer.broker.frames import MAX_DEPTH, unreadable
 from consumer.broker.topology import Names
 from consumer.core import metrics
 from consumer.core.errors import BrokerUnavailable
@@ -30,7 +30,7 @@ from consumer.runtime.delivery import BROKER_ERRORS, Delivery
 from consumer.runtime.failures import FailureRouter
 from consumer.runtime.handler import Handler
 from consumer.runtime.writer import BatchWriter
-from contracts import DeadLetterReason, DecodeError, Event, decode
+from contracts import Event
 
 
 class FlushTrigger(StrEnum):
@@ -75,18 +75,6 @@ class Source(Protocol):
 
 
 log = logging.getLogger(__name__)
-
-
-#: Dead-letter reason of a message whose headers the client could not decode.
-INVALID_HEADERS = DeadLetterReason.INVALID_HEADERS.value
-
-
-def _unreadable_error(names: list[str]) -> str:
-    shown = ", ".join(repr(n[:80]) for n in names[:5])
-    return (
-        f"header {shown} could not be decoded (nested deeper than {MAX_DEPTH} levels, or "
-        "malformed); kept as its raw bytes"
-    )
 
 
 class Batcher:
@@ -177,22 +165,12 @@ class Batcher:
         metrics.IN_FLIGHT.labels(label).set(len(r.buffer))
         valid: list[tuple[Delivery, Event]] = []
         for delivery in batch:
-            broken = unreadable(delivery.message.header.properties.headers)
-            if broken:
-                await self.router.dead_letter(delivery, INVALID_HEADERS, _unreadable_error(broken))
-                continue
-            try:
-                properties = delivery.message.header.properties
-                event = decode(
-                    delivery.message.body,
-                    routing_key=delivery.routing_key(),
-                    headers=properties.headers,  # CloudEvents binary mode
-                    content_type=properties.content_type,
-                )
-            except DecodeError as exc:
-                await self.router.dead_letter(delivery, exc.reason.value, exc.message)
-                continue
-            valid.append((delivery, event))
+            if delivery.event is None and delivery.reason is None:
+                delivery.prepare()  # decoded on arrival as a rule; never acted on undecoded
+            if delivery.event is not None:
+                valid.append((delivery, delivery.event))
+            else:
+                await self.router.dead_letter(delivery, delivery.reason or "", delivery.error or "")
         if valid:
             await self.writer.write(valid, trigger.value)
         await self.raw.basic_ack(batch[-1].tag, multiple=True)

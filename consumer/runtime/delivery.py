@@ -1,4 +1,11 @@
-"""One message taken from the queue and not yet acknowledged, and how to read it."""
+"""One message taken from the queue and not yet acknowledged, and how to read it.
+
+A delivery is decoded as it arrives (:meth:`Delivery.prepare`, called by the runner):
+while the batch before it commits, the event loop decodes the next one, so a flush only
+writes. The outcome is kept on the delivery: its :class:`~contracts.Event`, or the
+dead-letter reason and error; the batcher acts on it at the flush, after the batch
+before it was committed and acknowledged, exactly as if it had decoded it then.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,10 @@ import aio_pika
 import aiormq
 from aiormq.abc import DeliveredMessage
 
+from consumer.broker.frames import MAX_DEPTH, unreadable
 from consumer.broker.headers import H_ROUTING_KEY
 from consumer.core.errors import BrokerUnavailable
+from contracts import DeadLetterReason, DecodeError, Event, decode
 
 #: Errors of the AMQP client that mean the connection or channel is gone.
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
@@ -21,6 +30,9 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     BrokerUnavailable,
 )
+
+#: Dead-letter reason of a message whose headers the client could not decode.
+INVALID_HEADERS = DeadLetterReason.INVALID_HEADERS.value
 
 
 def attempt_of(value: Any) -> int:
@@ -33,12 +45,26 @@ def attempt_of(value: Any) -> int:
         return 0
 
 
+def unreadable_error(names: list[str]) -> str:
+    """The dead-letter error of a message whose headers ``names`` could not be decoded."""
+    shown = ", ".join(repr(n[:80]) for n in names[:5])
+    return (
+        f"header {shown} could not be decoded (nested deeper than {MAX_DEPTH} levels, or "
+        "malformed); kept as its raw bytes"
+    )
+
+
 @dataclass(slots=True)
 class Delivery:
     """One message taken from the queue and not yet acknowledged."""
 
     message: DeliveredMessage
     received: float
+    #: The decoded event, once :meth:`prepare` found the message valid.
+    event: Event | None = None
+    #: Why the message can never be valid (a dead-letter reason), and what is wrong.
+    reason: str | None = None
+    error: str | None = None
 
     @property
     def tag(self) -> int:
@@ -57,3 +83,34 @@ class Delivery:
             return self.message.routing_key
         value = (self.message.header.properties.headers or {}).get(H_ROUTING_KEY)
         return str(value) if value is not None else None
+
+    def prepare(self) -> None:
+        """Decode the message: set :attr:`event`, or :attr:`reason` and :attr:`error`.
+
+        Never raises: :func:`contracts.decode` raises only :class:`~contracts.DecodeError`.
+        """
+        message = self.message
+        properties = message.header.properties
+        headers = properties.headers
+        if headers:
+            broken = unreadable(headers)
+            if broken:
+                self.reason, self.error = INVALID_HEADERS, unreadable_error(broken)
+                return
+        delivery = message.delivery
+        # From the events exchange the routing key is the type; after a retry or a replay
+        # (default exchange) our header keeps it.
+        routing_key = (
+            delivery.routing_key  # type: ignore[union-attr]
+            if delivery.exchange  # type: ignore[union-attr]
+            else self.routing_key()
+        )
+        try:
+            self.event = decode(
+                message.body,
+                routing_key=routing_key,
+                headers=headers,  # CloudEvents binary mode
+                content_type=properties.content_type,
+            )
+        except DecodeError as exc:
+            self.reason, self.error = exc.reason.value, exc.message

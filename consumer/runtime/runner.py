@@ -3,10 +3,11 @@
 One place decides ack, dead-letter or retry. The path of one event:
 
 1. :class:`Runner` (here) holds the connection; the broker pushes deliveries into its
-   buffer (:class:`~consumer.runtime.delivery.Delivery`);
-2. :class:`~consumer.runtime.batcher.Batcher` cuts the buffer into batches and decodes
-   each delivery (:func:`contracts.decode`); an invalid one is dead-lettered with its
-   reason (:mod:`consumer.runtime.failures`);
+   buffer (:class:`~consumer.runtime.delivery.Delivery`), straight from the channel's
+   frame reader (:func:`~consumer.broker.frames.deliver_inline`), and each is decoded
+   as it arrives (:func:`contracts.decode`), while the batch before it commits;
+2. :class:`~consumer.runtime.batcher.Batcher` cuts the buffer into batches; an invalid
+   delivery is dead-lettered with its reason (:mod:`consumer.runtime.failures`);
 3. :class:`~consumer.runtime.writer.BatchWriter` records the valid events in the ledger
    (:mod:`consumer.ledger.inbox`, which drops duplicates) and lets the handler project
    the new ones, in one transaction;
@@ -26,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import asyncpg
 from aiormq.abc import DeliveredMessage
 
 from consumer.broker.connection import confirm_channel, connect
+from consumer.broker.frames import deliver_inline
 from consumer.broker.topology import Names, declare_topology
 from consumer.core import metrics
 from consumer.core.retry import Backoff, pause
@@ -119,7 +122,11 @@ class Runner:
             consume_channel = await connection.channel(publisher_confirms=False)
             raw = await consume_channel.get_underlay_channel()
             await raw.basic_qos(prefetch_count=self.settings.prefetch)
-            ok = await raw.basic_consume(self.queue, self._on_message, no_ack=False)
+            tag = f"taskledger.{self.label}.{uuid.uuid4().hex}"
+            deliver_inline(raw, tag, self._accept)  # no asyncio task per message
+            ok = await raw.basic_consume(
+                self.queue, self._on_message, no_ack=False, consumer_tag=tag
+            )
             self._consumed = True
             log.info(
                 "consuming",
@@ -137,11 +144,21 @@ class Runner:
         self.lost.set()
         self.wake.set()
 
-    async def _on_message(self, message: DeliveredMessage) -> None:
-        self.buffer.append(Delivery(message, time.monotonic()))
-        n = len(self.buffer)
+    def _accept(self, message: DeliveredMessage) -> None:
+        """Take one delivery: decode it now (while the batch before it commits) and
+        buffer it; wake the batcher on the first one and on a full batch."""
+        delivery = Delivery(message, time.monotonic())
+        delivery.prepare()
+        buffer = self.buffer
+        buffer.append(delivery)
+        n = len(buffer)
         if n == 1 or n >= self.settings.batch_size:
             self.wake.set()
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        """The client's callback path (used only if :func:`deliver_inline` could not be
+        installed, or for a delivery racing its installation)."""
+        self._accept(message)
 
     # -- the shutdown budget --------------------------------------------------------
 
