@@ -7,11 +7,13 @@ Only AMQP 0-9-1 is used (no management plugin).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from consumer.core.settings import Settings
 
@@ -96,6 +98,48 @@ def quorum_arguments(names: Names, delivery_limit: int) -> dict[str, Any]:
     }
 
 
+GROUP_SIZE = "x-quorum-initial-group-size"
+_GROUP_SIZE_DRIFT = re.compile(
+    r"inequivalent arg 'x-quorum-initial-group-size'.*current is (?:none|(?:the value )?'(\d+)')"
+)
+
+
+async def _group_size_of(
+    channel: AbstractChannel, name: str, arguments: dict[str, Any], wanted: int
+) -> int | None:
+    """The initial group size to declare quorum queue ``name`` with: ``wanted`` for a new
+    queue, or what an existing queue was created with (None: created before this setting).
+
+    RabbitMQ counts ``x-quorum-initial-group-size`` in the equivalence check of a
+    re-declaration (3.10: PRECONDITION_FAILED, "received '3' but current is none"), yet it
+    only matters when the queue is created. The probe declares on a channel of its own,
+    since a refused declaration closes the channel it was made on.
+    """
+    raw = await channel.get_underlay_channel()
+    probe = await raw.connection.channel(publisher_confirms=False)
+    try:
+        await probe.queue_declare(name, durable=True, arguments={**arguments, GROUP_SIZE: wanted})
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        drift = _GROUP_SIZE_DRIFT.search(str(exc))
+        if drift is None:
+            return wanted  # another argument differs: the real declaration says which
+        return int(drift[1]) if drift[1] else None
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    return wanted
+
+
+async def declare_quorum_queue(
+    channel: AbstractChannel, name: str, arguments: dict[str, Any], group_size: int
+) -> AbstractQueue:
+    """Declare quorum queue ``name`` with ``arguments``, created with ``group_size``
+    replicas (one per node up to that many); an existing queue keeps the size it has."""
+    size = await _group_size_of(channel, name, arguments, group_size)
+    args = dict(arguments) if size is None else {**arguments, GROUP_SIZE: size}
+    return await channel.declare_queue(name, durable=True, arguments=args)
+
+
 async def declare_topology(channel: AbstractChannel, settings: Settings) -> Names:
     """Declare every exchange, queue and binding (idempotent); return the names."""
     names = Names(settings.prefix)
@@ -113,30 +157,29 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Name
     )
     await channel.declare_exchange(names.dispatch, aio_pika.ExchangeType.TOPIC, durable=True)
     dlx = await channel.declare_exchange(names.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
-    dead = await channel.declare_queue(
-        names.dead, durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    size = settings.quorum_group_size
+    dead = await declare_quorum_queue(channel, names.dead, {"x-queue-type": "quorum"}, size)
     await dead.bind(dlx, routing_key="#")
     await dead.bind(unroutable, routing_key="#")
     anchors = await channel.declare_exchange(
         names.anchors, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    anchor_queue = await channel.declare_queue(
-        names.anchors, durable=True, arguments={"x-queue-type": "quorum"}
+    anchor_queue = await declare_quorum_queue(
+        channel, names.anchors, {"x-queue-type": "quorum"}, size
     )
     await anchor_queue.bind(anchors, routing_key="")
     args = quorum_arguments(names, settings.delivery_limit)
     for queue_name, keys in ((names.audit, AUDIT_BINDINGS), (names.capacity, CAPACITY_BINDINGS)):
-        queue = await channel.declare_queue(queue_name, durable=True, arguments=args)
+        queue = await declare_quorum_queue(channel, queue_name, args, size)
         for key in keys:
             await queue.bind(events, routing_key=key)
         for delay in settings.retry_delays_ms:
             # Expired messages go back, through the default exchange, to the queue they
             # came from: a delayed retry that never spins in a tight requeue loop.
-            await channel.declare_queue(
+            await declare_quorum_queue(
+                channel,
                 names.retry(queue_name, delay),
-                durable=True,
-                arguments={
+                {
                     "x-queue-type": "quorum",
                     "x-message-ttl": delay,
                     "x-dead-letter-exchange": "",
@@ -144,6 +187,7 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Name
                     "x-dead-letter-strategy": "at-least-once",
                     "x-overflow": "reject-publish",
                 },
+                size,
             )
     return names
 

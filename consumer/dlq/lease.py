@@ -27,7 +27,7 @@ from yarl import URL
 from consumer import broker
 from consumer.broker import Names
 from consumer.core.errors import TaskledgerError
-from consumer.core.settings import Settings
+from consumer.core.settings import Settings, split_amqp_urls
 
 #: The one line an operation that finds the lease taken reports.
 BUSY = "busy: another operation holds the dead letters (try again when it is done)"
@@ -43,8 +43,9 @@ def lease_queue(names: Names) -> str:
 
 
 def lease_url(url: str) -> str:
-    """``url`` with heartbeats off (see the module docstring)."""
-    return str(URL(url).update_query(heartbeat=0))
+    """``url`` (each node of a comma-separated list) with heartbeats off (see the module
+    docstring)."""
+    return ",".join(str(URL(one).update_query(heartbeat=0)) for one in split_amqp_urls(url))
 
 
 @asynccontextmanager
