@@ -292,6 +292,21 @@ def main() -> None:
         console.print(f"removed the demo's observer queue {observed}")
     if code != 0:
         raise SystemExit(code)
+    show_console_hint()
+
+
+def show_console_hint() -> None:
+    """The demo's last lines: how to look at its data in the ops console."""
+    step("12. look around in the ops console")
+    token = "your TASKLEDGER_API_TOKEN" if os.environ.get("TASKLEDGER_API_TOKEN") else "demo"
+    console.print(
+        "The demo's record stays in its database. To browse it (dead letters, failures, "
+        "tasks, the pause queue, the operator actions), run\n\n"
+        "    make console\n\n"
+        "and open http://127.0.0.1:8080/ui/ (it serves until Ctrl-C; the token for the "
+        f"dead letters and the actions is {token}).",
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ _UUID = re.compile(
 )
 _TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?")
 _HEX = re.compile(r"\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
-_NUMBER = re.compile(r"[-+]?\d+(\.\d+)?")
+_NUMBER = re.compile(r"(?:(?<![A-Za-z0-9_])[-+])?\d+(\.\d+)?")  # "UTF-8" keeps its hyphen
 
 
 def error_pattern(error: str | None) -> str | None:

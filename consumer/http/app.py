@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 
-from consumer import __version__, broker
+from consumer import __version__, broker, ui
 from consumer.core.errors import (
     BrokerUnavailable,
     DatabaseMisconfigured,
@@ -225,6 +225,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(router)
     app.include_router(routes_plan.router)
     app.include_router(routes_dispatches.router)
+    ui.mount(app)  # the ops console under /ui/ (not part of the OpenAPI document)
     _add_probes(app, settings)
     add_docs(app)
     # Added first, so inside the timing middleware: its receive wrapper raises the 413
