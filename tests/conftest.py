@@ -141,17 +141,38 @@ def seeded(seeded_db: SeededDb) -> Seeded:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fail the run if queues or exchanges of this session's test prefixes remain (and
-    delete them, so the broker is clean for the next run)."""
-    if not services.AMQP_URLS or not services.NAMES:
+    delete them, so the broker is clean for the next run).
+
+    Under pytest-xdist each worker checks the names it made and hands what it found to
+    the controller (``workeroutput``), which fails the run (:func:`pytest_testnodedown`).
+    """
+    found = _leftovers()
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["taskledger_leftovers"] = found
         return
+    LEFTOVERS.extend(found)
+    if LEFTOVERS and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _leftovers() -> list[str]:
+    """The queues and exchanges of this process's test prefixes still in the broker
+    (deleted on the way)."""
+    if not services.AMQP_URLS or not services.NAMES:
+        return []
     url = services.AMQP_URLS[0]
     queues, exchanges = services.run_apart(broker.leftovers(url, services.NAMES))
     if not queues and not exchanges:
-        return
+        return []
     services.run_apart(broker.delete_names(url, queues, exchanges))
-    LEFTOVERS.extend([*(f"queue {q}" for q in queues), *(f"exchange {e}" for e in exchanges)])
-    if session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return [*(f"queue {q}" for q in queues), *(f"exchange {e}" for e in exchanges)]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """Collect what an xdist worker left in the broker (see :func:`pytest_sessionfinish`)."""
+    LEFTOVERS.extend(getattr(node, "workeroutput", {}).get("taskledger_leftovers", []))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

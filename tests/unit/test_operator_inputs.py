@@ -41,9 +41,9 @@ def _cursor(value: Any) -> str:
     "cursor",
     ["junk", "", "=", _cursor([]), _cursor(["2026-01-01T00:00:00+00:00"]),
      _cursor(["2026-01-01T00:00:00+00:00", 5]), _cursor(["2026-01-01T00:00:00+00:00", [1]]),
-     _cursor(["2026-01-01T00:00:00", str(uuid.uuid4())]),  # naive
-     _cursor(["0001-01-01T00:00:00+01:00", str(uuid.uuid4())]),  # overflows in UTC
-     _cursor([7, str(uuid.uuid4())]), _cursor({"a": 1})],
+     _cursor(["2026-01-01T00:00:00", str(uuid.UUID(int=7))]),  # naive
+     _cursor(["0001-01-01T00:00:00+01:00", str(uuid.UUID(int=7))]),  # overflows in UTC
+     _cursor([7, str(uuid.UUID(int=7))]), _cursor({"a": 1})],
 )  # fmt: skip
 def test_a_bad_cursor_is_an_invalid_argument(cursor: str) -> None:
     with pytest.raises(InvalidArgument, match="cursor is not valid"):
@@ -133,3 +133,11 @@ def test_origin_comes_from_our_headers_then_x_death_then_the_body() -> None:
     assert resolve_origin({}, body, NAMES) == Origin("tl.events", "task.requested", "body")
     assert resolve_origin({}, None, NAMES) is None
     assert resolve_origin({"x-death": "garbage"}, {"type": 5}, NAMES) is None
+
+
+def test_error_patterns_keep_words_with_digits_readable() -> None:
+    from consumer.dlq.views import error_pattern
+
+    assert (
+        error_pattern("bad UTF-8 at position 7, offset -3") == "bad UTF-N at position N, offset N"
+    )
