@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # tests/unit/test_asyncapi.py.
 ASYNCAPI_SPECS := $(VENV)/npm/node_modules/@asyncapi/specs/package.json
 
-.PHONY: install services test test-all lint format demo bench bench-quick chaos chaos-quick scale openapi clean
+.PHONY: install services browser test test-all lint format demo console screenshots bench bench-quick bench-ledger chaos chaos-quick scale openapi clean
 
 install: $(STAMP) $(ASYNCAPI_SPECS)  ## create the virtual environment and install taskledger with its dev tools
 
@@ -22,10 +22,13 @@ $(STAMP): pyproject.toml
 services:  ## make sure PostgreSQL and RabbitMQ answer on 127.0.0.1 (installs/starts them)
 	@scripts/ensure_services.sh
 
-test: install services  ## the test suite (unit, integration, migration, acceptance), about 5 min
-	$(PY) -m pytest -m "not slow" -q
+browser:  ## make sure Debian's chromium and chromium-driver are installed (the browser tests)
+	@scripts/ensure_browser.sh
 
-test-all: install services  ## also the slow tests
+test: install services browser  ## the test suite (unit, integration, migration, acceptance, e2e) on $(TEST_WORKERS) workers, about 7 min
+	$(PY) -m pytest -m "not slow and not cluster" -q -n $(TEST_WORKERS)
+
+test-all: install services browser  ## also the slow tests
 	$(PY) -m pytest -q
 
 lint: install  ## ruff and mypy (strict on contracts and consumer)
@@ -40,23 +43,39 @@ format: install
 demo: install services  ## migrate, run the service, feed it traffic, show the result
 	$(PY) scripts/demo.py
 
+# The demo's settings (TASKLEDGER_DATABASE_URL / _PREFIX from the environment, else the
+# defaults). Without TASKLEDGER_API_TOKEN the console's token is "demo" (local only).
+console: install services  ## the ops console on the demo's data, http://127.0.0.1:8080/ui/, until Ctrl-C
+	@echo "ops console: http://127.0.0.1:8080/ui/ (Ctrl-C stops it)"
+	@[ -n "$${TASKLEDGER_API_TOKEN:-}" ] || echo 'token for the actions and dead letters: demo'
+	TASKLEDGER_API_TOKEN="$${TASKLEDGER_API_TOKEN:-demo}" $(PY) -m consumer.cli api --host 127.0.0.1 --port 8080
+
+screenshots: install services browser  ## the browser tests, writing docs/img/console-*.png
+	TASKLEDGER_SCREENSHOTS=1 $(PY) -m pytest tests/e2e -q
+
 bench: install services  ## consumer, capacity and replay benchmarks (full size), writes bench/results/
 	$(PY) bench/run_all.py
 
 bench-quick: install services  ## the same benchmarks at a small size (what CI runs)
 	$(PY) bench/run_all.py --quick
 
-chaos: install services  ## the chaos suite (about 10 minutes), writes docs/RELIABILITY.md
+bench-ledger: install services  ## insert rate and audit queries with 20,000,000 ledger rows present (about 45 min, 23 GB)
+	$(PY) bench/ledger_scale.py
+
+chaos: install services  ## the chaos suite (about 15 minutes, with the 3-node cluster scenario), writes docs/RELIABILITY.md
 	$(PY) -m pytest tests/chaos -m slow -q -s
 
-chaos-quick: install services  ## a short form of the chaos suite
+chaos-quick: install services  ## a short form of the chaos suite (also the cluster's short form)
 	$(PY) -m pytest tests/chaos -m "not slow" -q
+
+TEST_WORKERS ?= 2
 
 SCALE_DB ?= postgresql://postgres@127.0.0.1:5432/tl_scale
 
-scale: install services  ## 1,000,000 tasks / 5,000,000 steps in $(SCALE_DB), then the query timings
+scale: install services  ## 1,000,000 tasks / 5,000,000 steps in $(SCALE_DB), then the query and console page timings
 	$(PY) scripts/generate_scale_data.py --database-url $(SCALE_DB)
 	$(PY) -m bench.scale_queries --database-url $(SCALE_DB) --output bench/results/scale_queries.json
+	$(PY) bench/ui_render.py --database-url $(SCALE_DB)
 
 openapi: install  ## regenerate docs/openapi.json
 	$(PY) -m consumer.http.app docs/openapi.json

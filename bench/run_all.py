@@ -1,4 +1,6 @@
-"""Run every benchmark in turn: consumer, capacity release, dead-letter replay.
+"""Run every benchmark in turn: consumer, capacity release, dead-letter replay, writer
+processes side by side (and, with ``--quick``, the console pages' render time; at full size
+it runs in ``make scale``; the 20,000,000-row ledger benchmark is ``make bench-ledger``).
 
 Usage: python bench/run_all.py [--quick]
 
@@ -19,11 +21,14 @@ FULL = [
     ["consumer_throughput.py"],
     ["capacity_release.py"],
     ["dlq_replay.py"],
+    ["writers_scale.py"],  # 1, 2, 3 writer processes on one backlog (the chain lock's absence)
 ]
 QUICK = [
     ["consumer_throughput.py", "--quick"],
     ["capacity_release.py", "--quick"],
     ["dlq_replay.py", "--messages", "2000"],
+    ["ui_render.py", "--quick"],  # the console's pages on 20,000 tasks (the full size: make scale)
+    ["writers_scale.py", "--quick"],
 ]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from consumer.core.settings import Settings
 from consumer.store.models import Base
+from consumer.store.partitions import is_partition_name
 from consumer.store.urls import sqlalchemy_url
 
 config = context.config
@@ -41,8 +42,16 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate compares the models with the parents of the monthly partitions (013),
+    not with the partitions themselves (they are created at run time)."""
+    return not (type_ == "table" and name is not None and is_partition_name(name))
+
+
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata)
+    context.configure(
+        connection=connection, target_metadata=target_metadata, include_name=_include_name
+    )
     with context.begin_transaction():
         context.run_migrations()
 

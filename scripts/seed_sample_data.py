@@ -349,7 +349,7 @@ INSERT_LOG = """
 INSERT INTO execution_logs (log_id, event_id, task_id, step_number, agent_type, action,
                             status, output_summary, output_full, duration_ms, timestamp)
 VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9, $10)
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id, recorded_at) DO NOTHING  -- 013: execution_logs is partitioned
 RETURNING log_id
 """
 LOG_COLUMNS = ("event_id", "task_id", "step_number", "agent_type", "action", "status",

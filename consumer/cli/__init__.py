@@ -9,11 +9,13 @@ from typing import Annotated
 
 import typer
 
+from consumer.cli import archive as cli_archive
 from consumer.cli import audit as cli_audit
 from consumer.cli import control as cli_control
 from consumer.cli import dispatches as cli_dispatches
 from consumer.cli import dlq as cli_dlq
 from consumer.cli import recover as cli_recover
+from consumer.cli import seal as cli_seal
 from consumer.cli.common import EXIT_UNAVAILABLE, console, fail, load_settings, run, run_app
 from consumer.core import logs
 from consumer.core.errors import DatabaseUnavailable
@@ -31,8 +33,10 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(cli_audit.app, name="audit")
 cli_dispatches.register(cli_audit.app)
 app.add_typer(cli_dlq.app, name="dlq")
+app.add_typer(cli_archive.app, name="archive")
 cli_control.register(app)
 cli_recover.register(app)
+cli_seal.register(app)
 
 
 class Only(StrEnum):
@@ -191,12 +195,13 @@ def verify(
     (for example by a superuser with triggers disabled), a broken chain, a projection
     that differs from its events, or --expect-head not found in the chain. Exit 5:
     nothing altered, but some rows are not sealed (written with
-    TASKLEDGER_LEDGER_CHAIN=false, or inserted around the service).
+    TASKLEDGER_LEDGER_CHAIN=false, or inserted around the service), or are waiting for
+    the sealer longer than TASKLEDGER_SEAL_BOUND_S (rows waiting less are pending: exit 0).
     """
     from rich.progress import Progress
 
     from consumer.cli.common import print_json
-    from consumer.ledger.verify import VerifyReport, parse_head
+    from consumer.ledger.verify import WARNING_KINDS, VerifyReport, parse_head
     from consumer.ledger.verify import verify as verify_ledger
     from consumer.store import db
 
@@ -215,8 +220,9 @@ def verify(
             with Progress(transient=True, disable=json_out) as progress:
                 bar = progress.add_task("verifying", total=total)
                 return await verify_ledger(
-                    conn, lambda n: progress.advance(bar, n), expect_head=anchor
-                )
+                    conn, lambda n: progress.advance(bar, n), expect_head=anchor,
+                    seal_bound_s=settings.seal_bound_s,
+                )  # fmt: skip
         finally:
             await conn.close()
 
@@ -229,10 +235,14 @@ def verify(
             f"{report.tasks_checked} tasks"
         )
         console.print(f"head hash: {report.head_hash or '(empty chain)'} (link {report.head_link})")
+        cli_archive.print_archived(report.archived_months, report.archived_rows)
+        if report.pending:
+            console.print(f"{report.pending} rows pending sealing (within "
+                          f"{settings.seal_bound_s:g} s; not a finding)")  # fmt: skip
         if report.expected_head and "anchor_missing" not in report.counts:
             console.print(f"expected head {report.expected_head} is a link of the chain")
         for finding in report.findings[:50]:
-            colour = "yellow" if finding.kind == "unsealed" else "red"
+            colour = "yellow" if finding.kind in WARNING_KINDS else "red"
             console.print(f"[{colour}]{finding.kind}[/{colour}]: {finding.detail}", soft_wrap=True)
         hidden = sum(report.counts.values()) - min(len(report.findings), 50)
         if hidden > 0:
@@ -242,10 +252,8 @@ def verify(
         if report.tampered and first is not None:
             console.print(f"[bold red]first discrepancy:[/bold red] {first.detail}", soft_wrap=True)
         elif report.counts:
-            console.print(
-                f"[yellow]warning:[/yellow] {report.counts['unsealed']} unsealed range(s), "
-                "nothing altered (exit 5)"
-            )
+            ranges = ", ".join(f"{report.counts[k]} {k}" for k in sorted(report.counts))
+            console.print(f"[yellow]warning:[/yellow] {ranges} range(s), nothing altered (exit 5)")
         else:
             console.print("[green]ledger intact[/green]")
     if report.exit_code:

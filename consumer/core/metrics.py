@@ -136,6 +136,16 @@ OUTBOX_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
+SEALED_ROWS = Counter(
+    "taskledger_sealed_rows_total", "Ledger rows the sealer chained into the hash chain (012)."
+)
+SEAL_LINKS = Counter("taskledger_seal_links_total", "Ledger chain links the sealer appended.")
+SEAL_SECONDS = Histogram(
+    "taskledger_seal_seconds",
+    "Time of one sealing pass (lock, read, links, commit) that sealed rows.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
 
 def serve(port: int, host: str = "0.0.0.0") -> None:
     """Expose the default registry over HTTP on ``host:port`` (a daemon thread)."""

@@ -48,6 +48,12 @@ def check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
         raise ValueError(f"{redact_url(url)} is not {what}: port 0")
 
 
+def split_amqp_urls(value: str) -> list[str]:
+    """The URLs of a ``TASKLEDGER_AMQP_URL`` value: one URL, or the nodes of a cluster as a
+    comma-separated list (a comma inside a password is written ``%2C``)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 class Settings(BaseSettings):
     """Every knob of the service. Environment variables are ``TASKLEDGER_<NAME>``."""
 
@@ -63,7 +69,9 @@ class Settings(BaseSettings):
     )
     amqp_url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
-        description="RabbitMQ URL.",
+        description="RabbitMQ URL, or the nodes of a cluster as a comma-separated list "
+        "(`amqp://u:p@h1:5672/,amqp://u:p@h2:5672/`): every process connects to the first "
+        "that answers and moves on to the next when it goes.",
     )
     prefix: str = Field(default="taskledger", description="Prefix of every exchange and queue.")
 
@@ -80,6 +88,12 @@ class Settings(BaseSettings):
         description="Delays of the retry queues for failures that may pass.",
     )
     delivery_limit: int = Field(default=20, ge=1, description="Quorum-queue delivery limit.")
+    quorum_group_size: int = Field(
+        default=3,
+        ge=1,
+        description="Replicas of each quorum queue created (x-quorum-initial-group-size); "
+        "a cluster with fewer nodes places one on each.",
+    )
     shutdown_timeout_s: float = Field(default=15.0, gt=0, description="Graceful stop budget.")
     db_retry_max_backoff_s: float = Field(
         default=5.0,
@@ -95,6 +109,26 @@ class Settings(BaseSettings):
     ledger_chain: bool = Field(
         default=True,
         description="Seal ledger rows into the hash chain (turn off only to measure its cost).",
+    )
+    seal_interval_ms: int = Field(
+        default=200,
+        ge=1,
+        description="The sealer (run with the audit handler) chains committed rows this often.",
+    )
+    seal_batch_rows: int = Field(
+        default=5000, ge=1, description="Rows one sealing pass takes (whole write batches)."
+    )
+    seal_bound_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="`verify` reports rows still unsealed after this long as seal_overdue.",
+    )
+    partitions_ahead: int = Field(
+        default=3,
+        ge=0,
+        le=120,
+        description="Monthly ledger partitions created ahead of the current month (by "
+        "`taskledger migrate`, and by the service at start and daily).",
     )
     anchor_interval_s: float = Field(
         default=300.0,
@@ -142,6 +176,11 @@ class Settings(BaseSettings):
         default=None, description="Bearer token for mutating API calls."
     )
     operator: str | None = Field(default=None, description="Operator name recorded for actions.")
+    ui_require_token: bool = Field(
+        default=False,
+        description="The console's read-only pages also need the login (the API token); "
+        "dead-letter pages and actions always do.",
+    )
     api_statement_timeout_ms: int = Field(
         default=5000,
         ge=1,
@@ -169,7 +208,11 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_urls(cls, value: SecretStr) -> SecretStr:
-        check_url(value.get_secret_value(), ("amqp", "amqps"), "an AMQP URL")
+        urls = split_amqp_urls(value.get_secret_value())
+        if not urls:
+            raise ValueError("no AMQP URL given (one URL, or several separated by commas)")
+        for url in urls:
+            check_url(url, ("amqp", "amqps"), "an AMQP URL")
         return value
 
     @property

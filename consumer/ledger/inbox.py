@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 
@@ -10,6 +11,8 @@ import asyncpg
 from consumer.core import metrics
 from consumer.store.db import q
 from contracts import TERMINAL_EVENT_TYPES, Event
+
+log = logging.getLogger(__name__)
 
 
 def task_lock_key(task_id: uuid.UUID) -> int:
@@ -46,10 +49,12 @@ async def record_events(
 
     Takes the per-task advisory locks first, so concurrent consumers never interleave
     the writes of one task. A second terminal event for a task is stored with
-    ``conflict_with`` set. With ``chain`` (the default) the new rows are sealed into the
-    tamper-evidence hash chain (:mod:`consumer.ledger.verify`). Returns the events that were
-    new, in the given order (an id already recorded, or repeated within ``events``, is
-    returned once at most). ``trigger`` (why the batch was flushed) goes on the link.
+    ``conflict_with`` set. With ``chain`` (the default) the new rows are listed in
+    ``ledger_unsealed`` (012): the sealer (:mod:`consumer.ledger.sealer`) chains them into
+    the tamper-evidence hash chain after commit, one link per call, so writers take no
+    global lock. Returns the events that were new, in the given order (an id already
+    recorded, or repeated within ``events``, is returned once at most). ``trigger`` (why
+    the batch was flushed) goes on the link.
     """
     if not events:
         return []
@@ -59,8 +64,7 @@ async def record_events(
     conflicts = await _conflicts(conn, events)
     if conflicts:
         metrics.CONFLICTS.inc(len(conflicts))
-    rows = await conn.fetch(
-        q("insert_ledger_events_sealed" if chain else "insert_ledger_events"),
+    columns = (
         [e.id for e in events],
         [e.type.value for e in events],
         [e.source for e in events],
@@ -70,14 +74,7 @@ async def record_events(
         [e.body.decode("utf-8") for e in events],
         [conflicts.get(e.id) for e in events],
     )
-    if rows and chain:
-        # Last step before the caller's projection: the chain lock serialises writers
-        # only from here to their commit.
-        sealed = sorted((r["seq"], r["digest"]) for r in rows)
-        await conn.execute(q("lock_chain"))
-        await conn.execute(
-            q("append_chain_link"), [seq for seq, _ in sealed], [d for _, d in sealed], trigger
-        )
+    rows = await conn.fetch(q("insert_ledger_events"), *columns, trigger, chain)
     inserted = {r["event_id"] for r in rows}
     new: list[Event] = []
     for event in events:
@@ -96,7 +93,9 @@ async def id_conflicts(
     ``new`` is what :func:`record_events` returned for ``events`` in this transaction. A
     re-delivery of the same event (same id, same source, same content) is an ordinary
     duplicate and is not returned. Each conflict comes with an error text that names the
-    event recorded first.
+    event recorded first. An id whose first event was archived (013: its month's
+    partition detached; the id stays in ``ledger_event_ids``) cannot be compared: it is
+    taken as a duplicate of the archived event and logged (``duplicate_of_archived``).
     """
     fresh = {id(e) for e in new}
     seen = [e for e in events if id(e) not in fresh]
@@ -106,7 +105,11 @@ async def id_conflicts(
         q("ledger_same_event"), [e.id for e in seen], [e.body.decode("utf-8") for e in seen]
     )
     conflicts: list[tuple[Event, str]] = []
+    archived: list[tuple[Event, asyncpg.Record]] = []
     for event, row in zip(seen, rows, strict=True):
+        if row["same_event"] is None:  # the first event's row left with an archived month
+            archived.append((event, row))
+            continue
         if row["same_event"]:
             continue
         conflicts.append((event, (
@@ -116,4 +119,21 @@ async def id_conflicts(
         )))  # fmt: skip
     if conflicts:
         metrics.ID_CONFLICTS.inc(len(conflicts))
+    if archived:
+        _log_archived(archived)
     return conflicts
+
+
+def _log_archived(archived: Sequence[tuple[Event, asyncpg.Record]]) -> None:
+    """One warning for the events of a batch whose id belongs to an archived event."""
+    first = [
+        f"{event.id} (seq {row['seq']}, received {row['received_at']:%Y-%m-%d})"
+        for event, row in archived[:5]
+    ]
+    more = f" and {len(archived) - 5} more" if len(archived) > 5 else ""
+    log.warning(
+        f"{len(archived)} event(s) repeat the id of an archived event, taken as duplicates "
+        f"(content not compared): {', '.join(first)}{more}",
+        extra={"action": "duplicate_of_archived", "count": len(archived),
+               "event_ids": [str(event.id) for event, _ in archived[:100]]},
+    )  # fmt: skip

@@ -1,14 +1,20 @@
 """`taskledger verify`: walk the ledger's hash chain and find what changed behind our back.
 
-Every write batch appends a ``ledger_chain`` link with the sequence numbers and SHA-256
-digests of the rows it recorded, chained to the previous link (migration 006). This
-module recomputes, in Python, each row's digest and each link's hash, and reports:
+Every write batch gets a ``ledger_chain`` link with the sequence numbers and SHA-256
+digests of the rows it recorded, chained to the previous link (migration 006); since
+012 the sealer (:mod:`consumer.ledger.sealer`) appends it shortly after the batch
+commits, and until then the rows are listed in ``ledger_unsealed``. This module
+recomputes, in Python, each row's digest and each link's hash, and reports:
 
 - ``altered``: a row whose content no longer matches the digest sealed for it;
 - ``unsealed``: a range of rows no link seals (first and last seq, count): written with
   ``TASKLEDGER_LEDGER_CHAIN=false``, or inserted around the service: the chain cannot
-  tell which, so they are a warning of their own (exit 5), not a proof of tampering;
-- ``removed``: a sealed row that is gone;
+  tell which, so they are a warning of their own (exit 5), not a proof of tampering
+  (a row whose ``ledger_unsealed`` marker was deleted by hand is one of these);
+- ``seal_overdue``: a range of rows listed for the sealer but received more than
+  ``seal_bound_s`` ago (the sealer is not running): a warning too (exit 5). Listed rows
+  younger than the bound are pending, counted in ``VerifyReport.pending``, not a finding;
+- ``removed``: a sealed row that is gone, or a row listed for the sealer that is gone;
 - ``link_altered`` / ``link_broken`` / ``link_malformed``: a link whose hash does not
   recompute, that does not follow its predecessor, or whose arrays are unusable;
 - ``anchor_missing``: ``--expect-head HEX`` is not a link of the current chain (the
@@ -33,12 +39,13 @@ import orjson
 from pydantic import BaseModel
 
 from consumer.core.errors import TaskledgerError
+from consumer.ledger.archived import ArchivedChain, check_archived_link, load_archived
 from consumer.store.db import q, translate_errors
 
 #: Findings kept per kind; beyond, they are only counted (``VerifyReport.counts``).
 KEEP_PER_KIND = 1000
 #: Findings that are warnings, not evidence of tampering.
-WARNING_KINDS = frozenset({"unsealed"})
+WARNING_KINDS = frozenset({"unsealed", "seal_overdue"})
 _PREFETCH = 64
 
 
@@ -71,10 +78,15 @@ class VerifyReport(BaseModel):
     findings: list[Finding]
     counts: dict[str, int] = {}
     expected_head: str | None = None
+    #: Rows listed for the sealer and younger than the seal bound (not a finding).
+    pending: int = 0
+    #: Months archived (014): their rows left the ledger with a verified export.
+    archived_months: list[str] = []
+    archived_rows: int = 0
 
     @property
     def tampered(self) -> bool:
-        """True when a finding proves a change (anything but unsealed rows)."""
+        """True when a finding proves a change (anything but unsealed or overdue rows)."""
         return any(kind not in WARNING_KINDS for kind in self.counts)
 
     @property
@@ -84,7 +96,8 @@ class VerifyReport(BaseModel):
 
     @property
     def exit_code(self) -> int:
-        """0 intact, 1 tampered (or the anchor is missing), 5 only unsealed rows."""
+        """0 intact (pending rows allowed), 1 tampered (or the anchor is missing), 5 only
+        unsealed or overdue rows."""
         if self.tampered:
             return 1
         return 5 if self.counts else 0
@@ -148,12 +161,21 @@ class _Chain:
     anchor_seen: bool = False
 
 
-async def _walk_chain(conn: asyncpg.Connection, found: Collector, anchor: bytes | None) -> _Chain:
+async def _walk_chain(
+    conn: asyncpg.Connection, found: Collector, anchor: bytes | None, archived: ArchivedChain
+) -> _Chain:
     chain = _Chain()
-    prev: bytes | None = None
+    prev = head = None
     async for link in conn.cursor(q("verify_chain_links"), prefetch=_PREFETCH):
         chain.links += 1
         number = link["link"]
+        chain.head_link = number
+        if archived.covers(number):  # its rows left with its month (014): its export checks it
+            check_archived_link(archived, link, found)
+            head = link["hash"]
+            chain.anchor_seen = chain.anchor_seen or head == anchor
+            continue
+        prev = archived.prev_before(number, prev)  # after archived links: the boundary hash
         seqs, digests = list(link["seqs"] or []), list(link["row_digests"] or [])
         if link["prev_hash"] != prev:
             found.add(Finding(kind="link_broken", link=number,
@@ -165,18 +187,26 @@ async def _walk_chain(conn: asyncpg.Connection, found: Collector, anchor: bytes 
         elif link_hash(link["prev_hash"], digests) != link["hash"]:
             found.add(Finding(kind="link_altered", link=number,
                               detail=f"link {number} does not recompute"))  # fmt: skip
-        prev = link["hash"]
+        prev = head = link["hash"]
         if anchor is not None and prev == anchor:
             chain.anchor_seen = True
-        chain.head_link = number
-    chain.head = prev
+    chain.head = head
     return chain
+
+
+_RANGE_DETAIL = {
+    "unsealed": "are not sealed by any link (written with TASKLEDGER_LEDGER_CHAIN=false, "
+    "or inserted around the service)",
+    "seal_overdue": "are listed for the sealer but still not sealed after the seal bound "
+    "(is a service with the audit handler running? `taskledger seal` seals them)",
+}
 
 
 @dataclass
 class _Unsealed:
-    """The open range of consecutive unsealed rows."""
+    """The open range of consecutive unsealed (or overdue) rows."""
 
+    kind: str = "unsealed"
     first: int | None = None
     last: int = 0
     count: int = 0
@@ -191,34 +221,69 @@ class _Unsealed:
             return
         span = f"{self.first}" if self.count == 1 else f"{self.first}..{self.last}"
         found.add(Finding(
-            kind="unsealed", first_seq=self.first, last_seq=self.last, count=self.count,
-            seq=self.first,
-            detail=f"rows {span} ({self.count}) are not sealed by any link (written with "
-            "TASKLEDGER_LEDGER_CHAIN=false, or inserted around the service)",
+            kind=self.kind, first_seq=self.first, last_seq=self.last, count=self.count,
+            seq=self.first, detail=f"rows {span} ({self.count}) {_RANGE_DETAIL[self.kind]}",
         ))  # fmt: skip
         self.first, self.count = None, 0
 
 
+@dataclass
+class _Rows:
+    rows: int = 0
+    pending: int = 0
+    archived_months: list[str] = field(default_factory=list)
+    archived_rows: int = 0
+
+
+def _not_sealed(
+    row: asyncpg.Record, found: Collector, counted: _Rows, unsealed: _Unsealed, overdue: _Unsealed
+) -> None:
+    """A row no link seals: pending, overdue or unsealed; a listed row is checked against
+    the digest its writer took (012), so a change before the seal is ``altered`` too."""
+    seq = row["seq"]
+    if row["listed"] and row_digest(row) != bytes(row["listed_digest"]):
+        found.add(Finding(
+            kind="altered", seq=seq, event_id=row["event_id"],
+            detail=f"row {seq} (event {row['event_id']}) differs from the digest its writer "
+            "took (not sealed yet)",
+        ))  # fmt: skip
+    if row["listed"] and row["recent"]:
+        counted.pending += 1  # listed for the sealer, within the bound
+        unsealed.close(found)
+        overdue.close(found)
+        return
+    (overdue if row["listed"] else unsealed).add(seq)
+    (unsealed if row["listed"] else overdue).close(found)
+
+
 async def _walk_rows(
-    conn: asyncpg.Connection, found: Collector, progress: Callable[[int], None] | None
-) -> int:
-    rows, pending, last_seq = 0, 0, None
-    unsealed = _Unsealed()
-    async for row in conn.cursor(q("verify_rows_against_seals"), prefetch=_PREFETCH):
+    conn: asyncpg.Connection,
+    found: Collector,
+    progress: Callable[[int], None] | None,
+    seal_bound_s: float,
+    archived: ArchivedChain,
+) -> _Rows:
+    counted, pending, last_seq = _Rows(), 0, None
+    unsealed, overdue = _Unsealed(), _Unsealed(kind="seal_overdue")
+    sql = q("verify_rows_against_seals")
+    async for row in conn.cursor(sql, float(seal_bound_s), prefetch=_PREFETCH):
         at, link, seq = row["at_seq"], row["link"], row["seq"]
-        if at is None:  # a NULL seq in a link: reported by the chain walk
+        # a NULL seq in a link: reported by the chain walk; a row archived with its month
+        # (014) is not removed
+        if at is None or (seq is None and archived.covers(link)):
             continue
         if seq is not None and at != last_seq:
-            rows += 1
+            counted.rows += 1
             pending += 1
         elif seq is not None:
             found.add(Finding(kind="link_altered", link=link, seq=seq,
                               detail=f"row {seq} sealed twice (again by link {link})"))  # fmt: skip
         last_seq = at
         if link is None:
-            unsealed.add(seq)
+            _not_sealed(row, found, counted, unsealed, overdue)
             continue
         unsealed.close(found)
+        overdue.close(found)
         if seq is None:
             found.add(Finding(kind="removed", seq=at, link=link,
                               detail=f"row {at}, sealed by link {link}, is gone"))  # fmt: skip
@@ -231,9 +296,14 @@ async def _walk_rows(
             progress(pending)
             pending = 0
     unsealed.close(found)
+    overdue.close(found)
     if progress is not None and pending:
         progress(pending)
-    return rows
+    async for marker in conn.cursor(q("verify_orphan_markers"), prefetch=_PREFETCH):
+        at = marker["seq"]
+        found.add(Finding(kind="removed", seq=at,
+                          detail=f"row {at}, listed for the sealer, is gone"))  # fmt: skip
+    return counted
 
 
 def tolerant_json(text: str) -> Any:
@@ -267,7 +337,8 @@ async def _snapshot(
     progress: Callable[[int], None] | None,
     expect_head: bytes | None,
     projections: bool,
-) -> tuple[_Chain, int, int]:
+    seal_bound_s: float,
+) -> tuple[_Chain, _Rows, int]:
     from consumer.ledger.verify_projections import check_projections
 
     tasks = 0
@@ -276,8 +347,10 @@ async def _snapshot(
             await conn.set_type_codec(typename, encoder=lambda v: orjson.dumps(v).decode(),
                                       decoder=tolerant_json, schema="pg_catalog")  # fmt: skip
         async with conn.transaction(isolation="repeatable_read"):
-            chain = await _walk_chain(conn, found, expect_head)
-            rows = await _walk_rows(conn, found, progress)
+            archived = await load_archived(conn)
+            chain = await _walk_chain(conn, found, expect_head, archived)
+            rows = await _walk_rows(conn, found, progress, seal_bound_s, archived)
+            rows.archived_months, rows.archived_rows = archived.months, archived.rows
             if projections:
                 tasks = await check_projections(conn, found)
     return chain, rows, tasks
@@ -289,19 +362,24 @@ async def verify(
     *,
     expect_head: bytes | None = None,
     projections: bool = True,
+    seal_bound_s: float = 60.0,
 ) -> VerifyReport:
     """Check the ledger against its chain, and its projections against the ledger.
 
     Runs in one repeatable-read snapshot; sets :func:`tolerant_json` as the JSON decoder
     of ``conn``. ``progress`` is called with the number of ledger rows checked since its
     last call. With ``expect_head`` (an anchor recorded earlier), a finding
-    ``anchor_missing`` unless it is a link of the current chain. Raises
+    ``anchor_missing`` unless it is a link of the current chain. Rows listed for the
+    sealer and received less than ``seal_bound_s`` ago are pending, older ones
+    ``seal_overdue``. Raises
     :class:`~consumer.core.errors.DatabaseUnavailable` if PostgreSQL is unreachable, and
     :class:`VerifyFailed` if it refuses one of verify's own statements.
     """
     found = Collector()
     try:
-        chain, rows, tasks = await _snapshot(conn, found, progress, expect_head, projections)
+        chain, rows, tasks = await _snapshot(
+            conn, found, progress, expect_head, projections, seal_bound_s
+        )
     except asyncpg.PostgresError as exc:  # outages were translated; this is anything else
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise VerifyFailed(f"verify could not finish: {first}") from exc
@@ -310,7 +388,8 @@ async def verify(
                           detail=f"expected head {expect_head.hex()} is not a link of the "
                           "current chain (newest links removed, or the chain rewritten)"))  # fmt: skip
     return VerifyReport(
-        rows=rows, links=chain.links, head_hash=chain.head.hex() if chain.head else None,
+        rows=rows.rows, pending=rows.pending, links=chain.links, head_hash=chain.head.hex() if chain.head else None,
         head_link=chain.head_link, tasks_checked=tasks, findings=found.kept,
+        archived_months=rows.archived_months, archived_rows=rows.archived_rows,
         counts=found.counts, expected_head=expect_head.hex() if expect_head else None,
     )  # fmt: skip

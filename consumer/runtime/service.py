@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 
 from consumer.broker.topology import Names
 from consumer.core.errors import TaskledgerError
@@ -19,6 +20,7 @@ from consumer.core.settings import Settings, redact_text
 from consumer.runtime.handler import Handler, ServiceContext
 from consumer.runtime.runner import Runner
 from consumer.store import db
+from consumer.store.partitions import partition_loop
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +79,16 @@ async def _stop_when_done(
     background: Sequence[asyncio.Task[None]],
     stopping: asyncio.Event,
     budget_s: float,
+    sealing: tuple[asyncio.Event, asyncio.Task[None]] | None = None,
 ) -> None:
-    """Once every runner returned (a stop, or burst mode idle), tell the background
-    loops to take their last pass, and cancel those still running after ``budget_s``."""
+    """Once every runner returned (a stop, or burst mode idle), let the sealer seal what
+    was committed, then tell the background loops to take their last pass (the anchor
+    loop logs the final head), and cancel those still running after ``budget_s``."""
     await asyncio.wait(consuming)
+    if sealing is not None:
+        seal_stop, sealer = sealing
+        seal_stop.set()
+        await asyncio.wait([sealer])
     stopping.set()
     if not background:
         return
@@ -122,6 +130,7 @@ async def run_service(
     ctx = ServiceContext(settings=settings, pool=pool, names=Names(settings.prefix),
                          stopping=stopping, burst=burst)  # fmt: skip
     runners = [Runner(settings, h, pool, stopping, burst=burst) for h in hosted]
+    seal_stop = asyncio.Event()
     try:
         with stop_on_signals(stopping):
             async with asyncio.TaskGroup() as group:
@@ -130,14 +139,28 @@ async def run_service(
                     for h in hosted
                     for i, fn in enumerate(h.background(ctx))
                 ]
+                # ledger partitions of the coming months: at start, then daily (013)
+                ahead = partial(partition_loop, pool, settings.partitions_ahead, stopping)
+                background.append(
+                    group.create_task(_named("partitions loop", ahead), name="partitions-loop")
+                )
                 consuming = [
                     group.create_task(_named(f"{r.label} runner", r.run), name=f"runner-{r.label}")
                     for r in runners
                 ]
+                sealing = None
+                if any(h.name == "audit" for h in hosted):  # 012: chain what writers commit
+                    from consumer.ledger.sealer import seal_loop
+
+                    work = partial(
+                        seal_loop, pool, settings, seal_stop, settings.shutdown_timeout_s
+                    )
+                    sealing = (seal_stop, group.create_task(_named("sealer", work), name="sealer"))
                 group.create_task(
-                    _stop_when_done(consuming, background, stopping, settings.shutdown_timeout_s),
+                    _stop_when_done(consuming, background, stopping, settings.shutdown_timeout_s,
+                                    sealing),
                     name="stop-when-done",
-                )
+                )  # fmt: skip
                 log.info("service started", extra={"action": "start", "burst": burst,
                                                    "handlers": [h.name for h in hosted]})  # fmt: skip
     except ExceptionGroup as group_error:

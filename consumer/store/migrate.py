@@ -13,6 +13,7 @@ from alembic.config import Config
 import migrations
 from consumer.core.settings import Settings
 from consumer.store.db import q, quote_ident, quote_literal, translate_errors
+from consumer.store.partitions import ensure_partitions_at
 from consumer.store.urls import asyncpg_dsn, database_name, with_database
 
 
@@ -83,9 +84,12 @@ def offline_sql(dsn: str, revision: str = "head") -> str:
 
 
 def migrate(settings: Settings) -> bool:
-    """Create the database if needed and upgrade it to head; True if it was created."""
+    """Create the database if needed, upgrade it to head and create the ledger partitions
+    ahead (``partitions_ahead`` months); True if the database was created."""
     created = asyncio.run(ensure_database(settings.owner_dsn))
     upgrade(settings.owner_dsn)
+    # 013: this month's ledger partitions and the next TASKLEDGER_PARTITIONS_AHEAD
+    asyncio.run(ensure_partitions_at(settings.owner_dsn, settings.partitions_ahead))
     if settings.app_role_password is not None:
         asyncio.run(
             set_app_role_password(

@@ -8,7 +8,7 @@ migrations (SQL); the names of those objects are kept in :mod:`consumer.schema_s
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
     Uuid,
     func,
     text,
@@ -128,19 +130,26 @@ class Task(Base):
 
 
 class ExecutionLog(Base):
-    """One `task.step` event of a task (append-only)."""
+    """One `task.step` event of a task (append-only).
+
+    013: partitioned by month of ``recorded_at``, which for a projected step is the
+    ``received_at`` of its event (same month as its ledger row); ``(event_id,
+    recorded_at)`` is unique, as strong as ``event_id`` alone since an id has one
+    ``received_at``."""
 
     __tablename__ = "execution_logs"
     __table_args__ = (
         CheckConstraint(_in("status", ("running", "completed", "failed")), name="status"),
+        UniqueConstraint("event_id", "recorded_at"),
         Index("ix_execution_logs_task_id", "task_id", "step_number"),
+        {"postgresql_partition_by": "RANGE (recorded_at)"},
     )
 
     # 008: the plan's names, log_id (the task.step event's id when projected) and timestamp
     log_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, primary_key=True, server_default=text("gen_random_uuid()")
     )
-    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     task_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tasks.task_id"))
     step_number: Mapped[int] = mapped_column(Integer)
     agent_type: Mapped[str] = mapped_column(String(16))
@@ -150,29 +159,47 @@ class ExecutionLog(Base):
     output_full: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     timestamp: Mapped[datetime] = mapped_column(TZ)
-    recorded_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    recorded_at: Mapped[datetime] = mapped_column(TZ, primary_key=True, server_default=func.now())
 
 
 class LedgerEvent(Base):
-    """Every accepted event, stored once, keyed by its CloudEvents id (the inbox)."""
+    """Every accepted event, stored once, keyed by its CloudEvents id (the inbox).
+
+    013: partitioned by month of ``received_at`` (``event_ledger_pYYYYMM`` and a default
+    partition); the id is unique through :class:`LedgerEventId`, which outlives archiving."""
 
     __tablename__ = "event_ledger"
     __table_args__ = (
+        Index("ix_event_ledger_event_id", "event_id"),
         Index("ix_event_ledger_task_id", "task_id", "seq"),
         Index("ix_event_ledger_event_type_received_at", "event_type", "received_at"),
+        {"postgresql_partition_by": "RANGE (received_at)"},
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     event_type: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(Text)
     task_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     event_time: Mapped[datetime] = mapped_column(TZ)
-    received_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    received_at: Mapped[datetime] = mapped_column(TZ, primary_key=True, server_default=func.now())
     schema_version: Mapped[int] = mapped_column(SmallInteger)
     envelope: Mapped[dict[str, Any]] = mapped_column(JSONB)
     # set when a second terminal event arrives for a task that already has one
     conflict_with: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class LedgerEventId(Base):
+    """Every event id ever recorded, with its ledger row's key (013, append-only).
+
+    Not partitioned and never archived: the insert path claims an id here first, so a
+    duplicate is refused across every month, including months detached from the ledger."""
+
+    __tablename__ = "ledger_event_ids"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(TZ)
 
 
 class AgentCapacity(Base):
@@ -306,6 +333,51 @@ class LedgerChainLink(Base):
     trigger: Mapped[str | None] = mapped_column(String(16))
 
 
+class LedgerUnsealed(Base):
+    """012: a committed ledger row the sealer has not chained yet (deleted when sealed)."""
+
+    __tablename__ = "ledger_unsealed"
+
+    # the write batch: its first seq (one link per batch and month)
+    batch: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received_at: Mapped[datetime] = mapped_column(TZ)
+    # the row's digest, taken by the writer in the recording transaction
+    digest: Mapped[bytes] = mapped_column(LargeBinary)
+    trigger: Mapped[str | None] = mapped_column(String(16))
+
+
+class LedgerArchive(Base):
+    """One month of the ledger archived (014): exported to a file, verified, detached."""
+
+    __tablename__ = "ledger_archives"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    file_name: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(Text)
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    step_count: Mapped[int] = mapped_column(BigInteger)
+    task_count: Mapped[int] = mapped_column(BigInteger)
+    first_seq: Mapped[int | None] = mapped_column(BigInteger)
+    last_seq: Mapped[int | None] = mapped_column(BigInteger)
+    link_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    # archived links whose successor in the chain was not archived, with their hashes
+    boundary_links: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    boundary_hashes: Mapped[list[bytes]] = mapped_column(ARRAY(LargeBinary))
+    partitions: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    archived_by: Mapped[str] = mapped_column(Text)
+    archived_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class LedgerArchivedTask(Base):
+    """A task with events in an archived month (014): verify no longer recomputes it."""
+
+    __tablename__ = "ledger_archived_tasks"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    month: Mapped[date] = mapped_column(Date)
+
+
 class TaskSuggestion(Base):
     """One suggestion added to a task after the fact (``task.suggested``), append-only.
 
@@ -372,6 +444,7 @@ class TaskRecovery(Base):
 #: Tables whose rows can never be updated or deleted (enforced by triggers).
 APPEND_ONLY_TABLES = (
     "event_ledger",
+    "ledger_event_ids",
     "execution_logs",
     "pause_history",
     "operator_actions",

@@ -2,7 +2,9 @@
 
 Each write batch appends one ``ledger_chain`` link holding the sequence numbers and
 digests of the ledger rows it recorded, chained to the previous link by SHA-256, under
-an advisory lock so concurrent writers cannot fork the chain. ``taskledger verify``
+an advisory lock so concurrent writers cannot fork the chain. (Since 012 the link is
+appended shortly after the batch commits by the sealer, the only holder of that lock;
+writers list their rows in ``ledger_unsealed``.) ``taskledger verify``
 recomputes every row's digest and every link and reports the first row altered,
 inserted or removed behind the service's back (e.g. by a superuser with triggers off).
 
@@ -25,7 +27,8 @@ down_revision: str | None = "005_app_role"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-#: The canonical text of a ledger row; consumer/verify.py rebuilds it byte for byte.
+#: The canonical text of a ledger row; consumer/ledger/verify.py rebuilds it byte for byte
+#: (the sealer's ``seal_take`` statement computes it inline, consumer/store/sql/ledger.sql).
 LEDGER_ROW_DIGEST = """
 CREATE OR REPLACE FUNCTION ledger_row_digest(l event_ledger) RETURNS bytea
 LANGUAGE sql IMMUTABLE AS $$

@@ -61,6 +61,10 @@ async def insert_append_only_rows(conn: Executor) -> uuid.UUID:
         uuid.uuid4(),
         task_id,
     )
+    await conn.execute(  # 013: its id, as the insert path claims it
+        "INSERT INTO ledger_event_ids (event_id, seq, received_at) "
+        "SELECT event_id, seq, received_at FROM event_ledger"
+    )
     await conn.execute(
         """
         INSERT INTO execution_logs (event_id, task_id, step_number, agent_type, action,

@@ -47,10 +47,10 @@ ON CONFLICT (task_id) DO UPDATE SET
 WHERE t.status NOT IN ('completed', 'failed', 'rejected')
 
 -- insert_steps --
--- Project recorded task.step events into execution_logs once each, for tasks that exist.
+-- Project recorded task.step events into execution_logs once each, for tasks that exist; recorded_at is the event's received_at (013: same month partition as its event, and (event_id, recorded_at) unique as event_id is).
 INSERT INTO execution_logs
     (log_id, event_id, task_id, step_number, agent_type, action, status, output_summary,
-     output_full, duration_ms, timestamp)
+     output_full, duration_ms, timestamp, recorded_at)
 SELECT l.event_id, l.event_id, l.task_id,
        (l.envelope -> 'data' ->> 'step_number')::numeric::int,  -- 2.0 is an integer too
        l.envelope -> 'data' ->> 'agent_type',
@@ -59,13 +59,13 @@ SELECT l.event_id, l.event_id, l.task_id,
        left(l.envelope -> 'data' ->> 'output_summary', 500),
        NULLIF(l.envelope -> 'data' -> 'output_full', 'null'::jsonb),
        (l.envelope -> 'data' ->> 'duration_ms')::numeric::int,
-       l.event_time
+       l.event_time, l.received_at
 FROM event_ledger AS l
 JOIN tasks AS t ON t.task_id = l.task_id
 WHERE l.event_type = 'task.step'
   AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
 ORDER BY l.seq
-ON CONFLICT (event_id) DO NOTHING
+ON CONFLICT (event_id, recorded_at) DO NOTHING
 
 -- insert_suggestions --
 -- Append recorded task.suggested events to task_suggestions once each, for tasks that exist; the n-th suggestion of event E gets the id md5('E:n')::uuid.

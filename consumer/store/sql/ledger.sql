@@ -3,35 +3,48 @@
 SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT k FROM unnest($1::bigint[]) AS k ORDER BY k) AS s
 
 -- insert_ledger_events --
--- Record a batch of events once each (the inbox); returns the ids that were new.
-INSERT INTO event_ledger
-    (event_id, event_type, source, task_id, event_time, schema_version, envelope, conflict_with)
-SELECT e.event_id, e.event_type, e.source, e.task_id, e.event_time, e.schema_version,
-       e.body::jsonb, e.conflict_with
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $6::smallint[],
-            $7::text[], $8::uuid[])
-     AS e(event_id, event_type, source, task_id, event_time, schema_version, body, conflict_with)
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id, seq
-
--- insert_ledger_events_sealed --
--- As insert_ledger_events, also returning each new row's digest for the hash chain
--- (the canonical text of ledger_row_digest() in migration 006, written inline: ~3x faster).
-INSERT INTO event_ledger
-    (event_id, event_type, source, task_id, event_time, schema_version, envelope, conflict_with)
-SELECT e.event_id, e.event_type, e.source, e.task_id, e.event_time, e.schema_version,
-       e.body::jsonb, e.conflict_with
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[], $6::smallint[],
-            $7::text[], $8::uuid[])
-     AS e(event_id, event_type, source, task_id, event_time, schema_version, body, conflict_with)
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id, seq, sha256(convert_to(
-    seq::text || '|' || event_id::text || '|' || event_type || '|' || source
-    || '|' || coalesce(task_id::text, '')
-    || '|' || to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
-    || '|' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
-    || '|' || schema_version::text || '|' || envelope::text
-    || '|' || coalesce(conflict_with::text, ''), 'UTF8')) AS digest
+-- Record a batch of events once each (the inbox); returns the ids that were new. 013: an id is
+-- claimed in ledger_event_ids first (global across partitions and archived months), with the
+-- seq and received_at of its ledger row. With $10 (the hash chain on) each new row is also
+-- listed in ledger_unsealed (012) with its write batch (the batch's first seq), its digest
+-- (the canonical text of ledger_row_digest() in migration 006, written inline: ~3x faster)
+-- and $9 the batch's flush trigger, in the same transaction and without a lock: the sealer
+-- (consumer/ledger/sealer.py) chains the digests after commit.
+WITH numbered AS (  -- the first copy of each id, numbered in batch order: one nextval per row
+    SELECT f.event_id, f.n, nextval('event_ledger_seq_seq') AS seq, now() AS received_at
+    FROM (SELECT DISTINCT ON (i.event_id) i.event_id, i.n
+          FROM unnest($1::uuid[]) WITH ORDINALITY AS i(event_id, n)
+          ORDER BY i.event_id, i.n) AS f
+    ORDER BY f.n
+), keys AS (  -- claim the ids (in id order: concurrent batches wait, never deadlock)
+    INSERT INTO ledger_event_ids (event_id, seq, received_at)
+    SELECT event_id, seq, received_at FROM numbered ORDER BY event_id
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), ins AS (
+    INSERT INTO event_ledger
+        (seq, event_id, event_type, source, task_id, event_time, received_at, schema_version,
+         envelope, conflict_with)
+    SELECT r.seq, e.event_id, e.event_type, e.source, e.task_id, e.event_time, r.received_at,
+           e.schema_version, e.body::jsonb, e.conflict_with
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[],
+                $6::smallint[], $7::text[], $8::uuid[])
+         WITH ORDINALITY AS e(event_id, event_type, source, task_id, event_time, schema_version,
+                              body, conflict_with, n)
+    JOIN numbered AS r ON r.n = e.n
+    JOIN keys AS k ON k.event_id = r.event_id
+    RETURNING event_id, seq, received_at, CASE WHEN $10::boolean THEN sha256(convert_to(
+        seq::text || '|' || event_id::text || '|' || event_type || '|' || source
+        || '|' || coalesce(task_id::text, '')
+        || '|' || to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
+        || '|' || to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
+        || '|' || schema_version::text || '|' || envelope::text
+        || '|' || coalesce(conflict_with::text, ''), 'UTF8')) END AS digest
+), marked AS (
+    INSERT INTO ledger_unsealed (batch, seq, received_at, digest, trigger)
+    SELECT min(seq) OVER (), seq, received_at, digest, $9 FROM ins WHERE $10::boolean
+)
+SELECT event_id, seq FROM ins
 
 -- existing_terminal_events --
 -- The terminal event already recorded (not itself a conflict) for each of these tasks.
@@ -41,19 +54,38 @@ WHERE task_id = ANY($1::uuid[])
   AND event_type IN ('task.completed', 'task.failed', 'task.rejected')
   AND conflict_with IS NULL
 
--- lock_chain --
--- Take the ledger chain's lock: links are appended in commit order, never forked.
-SELECT pg_advisory_xact_lock(8243149463017541731)
+-- seal_try_lock --
+-- Take the ledger chain's lock if free (012: only sealers take it; links are never forked).
+SELECT pg_try_advisory_xact_lock(8243149463017541731)
 
--- append_chain_link --
--- Chain the rows this transaction recorded (seqs and digests, in seq order) to the newest link.
+-- seal_take --
+-- The oldest listed write batches, whole (about $1 rows), with the digests their writers
+-- took and each row's UTC month, in sealing order: batch, month, seq.
+SELECT u.batch, u.seq, u.trigger, u.digest,
+       to_char(u.received_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month
+FROM ledger_unsealed AS u
+WHERE u.batch <= (SELECT max(s.batch)
+                  FROM (SELECT batch FROM ledger_unsealed ORDER BY batch, seq LIMIT $1) AS s)
+ORDER BY u.batch, month, u.seq
+
+-- seal_append_link --
+-- One link: rows (seqs, digests in seq order) of one write batch and month, chained by the sealer.
 INSERT INTO ledger_chain (seqs, row_digests, prev_hash, hash, trigger)
-SELECT $1::bigint[], $2::bytea[], head.hash,
-       sha256(coalesce(head.hash, ''::bytea)
-              || (SELECT string_agg(d, ''::bytea ORDER BY i)
-                  FROM unnest($2::bytea[]) WITH ORDINALITY AS u(d, i))),
-       $3::text  -- why the batch was flushed (011; not hashed)
-FROM (SELECT (SELECT c.hash FROM ledger_chain AS c ORDER BY c.link DESC LIMIT 1) AS hash) AS head
+VALUES ($1::bigint[], $2::bytea[], $3::bytea, $4::bytea, $5::text)
+
+-- seal_forget --
+-- Remove the markers of the rows just sealed.
+DELETE FROM ledger_unsealed AS u
+USING unnest($1::bigint[], $2::bigint[]) AS d(batch, seq)
+WHERE u.batch = d.batch AND u.seq = d.seq
+
+-- seal_backlog --
+-- The rows listed for the sealer: how many, the highest seq, the oldest received_at.
+SELECT count(*) AS rows, max(seq) AS max_seq, min(received_at) AS oldest FROM ledger_unsealed
+
+-- seal_left_upto --
+-- Whether a row at or below seq $1 is still listed for the sealer.
+SELECT EXISTS (SELECT 1 FROM ledger_unsealed WHERE seq <= $1)
 
 -- ledger_row_count --
 -- How many rows the ledger holds (the progress bar of `taskledger verify`).
@@ -71,14 +103,16 @@ FROM event_ledger
 ORDER BY seq
 
 -- ledger_same_event --
--- For events whose id was already recorded: the recorded row, and whether this body is the same event (same source, same content: jsonb equality ignores key order and spacing), in the given order.
-SELECT l.event_id, l.seq, l.source, l.event_type, l.envelope = d.body::jsonb AS same_event
+-- For events whose id was already recorded: the recorded row, and whether this body is the same event (same source, same content: jsonb equality ignores key order and spacing), in the given order; 013: same_event NULL when the row left with an archived month (its id stays in ledger_event_ids).
+SELECT d.event_id, k.seq, k.received_at, l.source, l.event_type,
+       l.envelope = d.body::jsonb AS same_event
 FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS d(event_id, body, n)
-JOIN event_ledger AS l ON l.event_id = d.event_id
+JOIN ledger_event_ids AS k ON k.event_id = d.event_id
+LEFT JOIN event_ledger AS l ON l.seq = k.seq AND l.received_at = k.received_at
 ORDER BY d.n
 
 -- verify_rows_against_seals --
--- Every ledger row beside what the chain sealed for its seq (seq order; times as text, rendered as the digest renders them).
+-- Every ledger row beside what the chain sealed for its seq (seq order; times as text, rendered as the digest renders them); listed: in ledger_unsealed (012) with the digest its writer took, recent: received less than $1 seconds ago.
 WITH sealed AS (
     SELECT c.link, u.seq, u.digest
     FROM ledger_chain AS c
@@ -89,10 +123,19 @@ SELECT coalesce(l.seq, s.seq) AS at_seq, s.link, s.digest, l.seq, l.event_id::te
        to_char(l.event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') AS event_time,
        to_char(l.received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') AS received_at,
        l.schema_version, l.envelope::text AS envelope_text,
-       l.conflict_with::text AS conflict_with
+       l.conflict_with::text AS conflict_with, p.seq IS NOT NULL AS listed, p.digest AS listed_digest,
+       l.received_at > statement_timestamp() - make_interval(secs => $1) AS recent
 FROM sealed AS s
 FULL JOIN event_ledger AS l ON l.seq = s.seq
+LEFT JOIN ledger_unsealed AS p ON p.seq = l.seq
 ORDER BY coalesce(l.seq, s.seq), s.link
+
+-- verify_orphan_markers --
+-- Rows listed for sealing whose ledger row is gone (012: listed and recorded in one transaction).
+SELECT u.seq FROM ledger_unsealed AS u
+WHERE NOT EXISTS (SELECT 1 FROM event_ledger AS l
+                  WHERE l.seq = u.seq AND l.received_at = u.received_at)
+ORDER BY u.seq
 
 -- chain_head --
 -- The newest link of the ledger chain and the highest seq it seals (the anchor to keep).
@@ -118,8 +161,11 @@ CREATE TEMP TABLE execution_logs
 TRUNCATE pg_temp.tasks, pg_temp.execution_logs
 
 -- verify_task_page --
--- The next page of stored task ids (keyset), with the search_path on the real tables.
-SELECT task_id FROM tasks WHERE task_id > $1 ORDER BY task_id LIMIT $2
+-- The next page of stored task ids (keyset), with the search_path on the real tables; tasks with events in an archived month (014) are left out: their events left the ledger.
+SELECT t.task_id FROM tasks AS t
+WHERE t.task_id > $1
+  AND NOT EXISTS (SELECT 1 FROM ledger_archived_tasks AS a WHERE a.task_id = t.task_id)
+ORDER BY t.task_id LIMIT $2
 
 -- verify_tasks_compare --
 -- Each stored task of the page beside the row recomputed from the ledger, as JSON.
@@ -157,11 +203,12 @@ WHERE NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = e.task_id)
 ORDER BY e.event_id
 
 -- verify_pause_history_orphans --
--- pause_history rows naming an event the ledger does not hold.
+-- pause_history rows naming an event the ledger does not hold (tasks of archived months, 014, left out).
 SELECT h.id, h.task_id, h.event_id
 FROM pause_history AS h
 WHERE h.event_id IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM event_ledger AS l WHERE l.event_id = h.event_id)
+  AND NOT EXISTS (SELECT 1 FROM ledger_archived_tasks AS a WHERE a.task_id = h.task_id)
 ORDER BY h.id
 
 -- verify_current_search_path --
