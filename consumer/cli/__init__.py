@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +20,9 @@ from consumer.cli import seal as cli_seal
 from consumer.cli.common import EXIT_UNAVAILABLE, console, fail, load_settings, run, run_app
 from consumer.core import logs
 from consumer.core.errors import DatabaseUnavailable
+from consumer.core.settings import Settings, redact_text
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="taskledger",
@@ -197,6 +201,7 @@ def verify(
     nothing altered, but some rows are not sealed (written with
     TASKLEDGER_LEDGER_CHAIN=false, or inserted around the service), or are waiting for
     the sealer longer than TASKLEDGER_SEAL_BOUND_S (rows waiting less are pending: exit 0).
+    Each run is recorded as the operator action 'verify' (shown on the console's overview).
     """
     from rich.progress import Progress
 
@@ -219,10 +224,12 @@ def verify(
             total = int(await conn.fetchval(db.q("ledger_row_count")))
             with Progress(transient=True, disable=json_out) as progress:
                 bar = progress.add_task("verifying", total=total)
-                return await verify_ledger(
+                report = await verify_ledger(
                     conn, lambda n: progress.advance(bar, n), expect_head=anchor,
                     seal_bound_s=settings.seal_bound_s,
                 )  # fmt: skip
+            await record_verify(conn, settings, report)
+            return report
         finally:
             await conn.close()
 
@@ -258,6 +265,25 @@ def verify(
             console.print("[green]ledger intact[/green]")
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+async def record_verify(conn: Any, settings: Settings, report: Any) -> None:
+    """Record the outcome of a verify run as the operator action ``verify`` (the ops
+    console's overview shows the newest). A database that refuses the write (a replica, a
+    role without the grant) costs a warning, never the verify's own answer."""
+    from consumer.operations.actions import default_actor, record_action
+
+    status = "tampered" if report.tampered else ("warnings" if report.counts else "intact")
+    result = {
+        "status": status, "exit_code": report.exit_code, "rows": report.rows,
+        "links": report.links, "tasks": report.tasks_checked, "pending": report.pending,
+        "head_hash": report.head_hash, "findings": dict(report.counts),
+    }  # fmt: skip
+    params = {"expect_head": report.expected_head} if report.expected_head else {}
+    try:
+        await record_action(conn, "verify", default_actor(settings), params, result)
+    except Exception as exc:  # the verdict stands whatever the write does
+        log.warning("could not record the verify run", extra={"error": redact_text(str(exc))})
 
 
 def main() -> None:

@@ -21,9 +21,11 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.broker import Names, declare_topology
+from consumer.cli import record_verify
 from consumer.core.settings import Settings
 from consumer.dlq import dead_letter_lease
 from consumer.http.app import create_app
+from consumer.ledger.verify import verify as verify_ledger
 from consumer.ui import routes_dlq
 from contracts import EventType
 from tests.support.dead_letters import consumer_dead_letter, depth, event_body, wait_depth
@@ -407,3 +409,13 @@ async def test_dead_letters_held_by_another_operation_is_a_409_page(
             overview = await c.get("/ui/")  # the overview does not wait: it says so
             assert overview.status_code == 200 and "another operation holds" in overview.text
         assert (await c.get("/ui/dead-letters")).status_code == 200
+
+
+async def test_overview_shows_the_last_verify_run(settings: Settings, pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await record_verify(conn, settings, await verify_ledger(conn))
+    async with console(settings) as c:
+        html = (await c.get("/ui/")).text
+    shown = re.search(r'data-testid="last-verify">([^<]*)<', html)
+    assert shown is not None and shown.group(1).startswith("verify by ")
+    assert shown.group(1).endswith(": intact")

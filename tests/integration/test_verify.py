@@ -141,3 +141,9 @@ async def test_verify_cli_exit_codes(
     code, out, _ = await run_cli(settings, "verify")
     assert code == 1
     assert f"row {recorded[0]} " in out and "first discrepancy" in out
+    # each run is recorded for the ops console's overview, newest last
+    runs = await pool.fetch(
+        "SELECT result->>'status' AS status, (result->>'exit_code')::int AS code "
+        "FROM operator_actions WHERE action = 'verify' ORDER BY id"
+    )
+    assert [(r["status"], r["code"]) for r in runs] == [("intact", 0), ("tampered", 1)]
