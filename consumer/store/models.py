@@ -378,6 +378,18 @@ class LedgerArchivedTask(Base):
     month: Mapped[date] = mapped_column(Date)
 
 
+class LedgerTaskTerminal(Base):
+    """The first terminal event recorded for a task (015): a later one is a conflict.
+
+    Written by the ledger's insert statement; not partitioned and never archived."""
+
+    __tablename__ = "ledger_task_terminals"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+
 class TaskSuggestion(Base):
     """One suggestion added to a task after the fact (``task.suggested``), append-only.
 
@@ -445,6 +457,7 @@ class TaskRecovery(Base):
 APPEND_ONLY_TABLES = (
     "event_ledger",
     "ledger_event_ids",
+    "ledger_task_terminals",
     "execution_logs",
     "pause_history",
     "operator_actions",

@@ -406,3 +406,35 @@ async def test_upgrade_moves_existing_rows_into_partitions_and_downgrade_back(
         assert await conn.fetchval("SELECT to_regclass('ledger_event_ids')") is None
     finally:
         await conn.close()
+
+
+async def test_a_second_terminal_is_a_conflict_without_probing_the_partitions(
+    pool: asyncpg.Pool,
+) -> None:
+    """015: a task's first terminal event is found by key in ``ledger_task_terminals``,
+    also after its month left the ledger, so a later terminal is still a conflict."""
+    task_id = uuid.uuid4()
+    completed = [body for _, body in lifecycle(task_id, steps=0, terminal="completed")]
+    await record(pool, completed)
+    first = decode(completed[-1]).id
+    stored = await pool.fetch("SELECT task_id, event_id FROM ledger_task_terminals")
+    assert [(r["task_id"], r["event_id"]) for r in stored] == [(task_id, first)]
+
+    plan = "\n".join(
+        r[0] for r in await pool.fetch(
+            "EXPLAIN " + db.q("existing_terminal_events"), [task_id]
+        )
+    )  # fmt: skip
+    assert "ledger_task_terminals" in plan and "event_ledger" not in plan
+
+    # The month holding the first terminal is detached (as archive does).
+    month = partition_name("event_ledger", datetime.now(UTC).date())
+    await pool.execute(f"ALTER TABLE event_ledger DETACH PARTITION {month}")
+    failed = lifecycle(task_id, steps=0, terminal="failed")[-1][1]
+    new, _ = await record(pool, [failed])
+    assert [e.id for e in new] == [decode(failed).id]
+    conflict = await pool.fetchval(
+        "SELECT conflict_with FROM event_ledger WHERE event_id = $1", decode(failed).id
+    )
+    assert conflict == first
+    assert await pool.fetchval("SELECT count(*) FROM ledger_task_terminals") == 1

@@ -38,6 +38,7 @@ OUR_TABLES = {
     "ledger_unsealed",
     "ledger_archives",
     "ledger_archived_tasks",
+    "ledger_task_terminals",
     "task_suggestions",
     "suggestion_resolutions",
     "task_recoveries",

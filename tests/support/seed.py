@@ -67,12 +67,24 @@ async def add_event(
     conflict_with: UUID | None = None,
     event_id: UUID | None = None,
 ) -> UUID:
-    """Insert one ledger row as the audit consumer records it."""
+    """Insert one ledger row as the audit consumer records it (with its id claimed in
+    ``ledger_event_ids`` and, for a task's first terminal event, ``ledger_task_terminals``)."""
     event_id = event_id or uuid4()
     await conn.execute(
-        """INSERT INTO event_ledger (event_id, event_type, source, task_id, event_time,
-                                     received_at, schema_version, envelope, conflict_with)
-           VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)""",
+        """WITH row AS (
+               INSERT INTO event_ledger (event_id, event_type, source, task_id, event_time,
+                                         received_at, schema_version, envelope, conflict_with)
+               VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)
+               RETURNING event_id, seq, received_at, event_type, task_id, conflict_with
+           ), ids AS (
+               INSERT INTO ledger_event_ids (event_id, seq, received_at)
+               SELECT event_id, seq, received_at FROM row
+           )
+           INSERT INTO ledger_task_terminals (task_id, event_id, seq)
+           SELECT task_id, event_id, seq FROM row
+           WHERE conflict_with IS NULL
+             AND event_type IN ('task.completed', 'task.failed', 'task.rejected')
+           ON CONFLICT (task_id) DO NOTHING""",
         event_id,
         event_type,
         source,

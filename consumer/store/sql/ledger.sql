@@ -33,7 +33,8 @@ WITH numbered AS (  -- the first copy of each id, numbered in batch order: one n
                               body, conflict_with, n)
     JOIN numbered AS r ON r.n = e.n
     JOIN keys AS k ON k.event_id = r.event_id
-    RETURNING event_id, seq, received_at, CASE WHEN $10::boolean THEN sha256(convert_to(
+    RETURNING event_id, seq, received_at, event_type, task_id, conflict_with,
+              CASE WHEN $10::boolean THEN sha256(convert_to(
         seq::text || '|' || event_id::text || '|' || event_type || '|' || source
         || '|' || coalesce(task_id::text, '')
         || '|' || to_char(event_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
@@ -43,16 +44,21 @@ WITH numbered AS (  -- the first copy of each id, numbered in batch order: one n
 ), marked AS (
     INSERT INTO ledger_unsealed (batch, seq, received_at, digest, trigger)
     SELECT min(seq) OVER (), seq, received_at, digest, $9 FROM ins WHERE $10::boolean
+), terminals AS (  -- 015: a task's first terminal event (record_events marks later ones)
+    INSERT INTO ledger_task_terminals (task_id, event_id, seq)
+    SELECT task_id, event_id, seq FROM ins
+    WHERE task_id IS NOT NULL AND conflict_with IS NULL
+      AND event_type IN ('task.completed', 'task.failed', 'task.rejected')
+    ON CONFLICT (task_id) DO NOTHING
 )
 SELECT event_id, seq FROM ins
 
 -- existing_terminal_events --
--- The terminal event already recorded (not itself a conflict) for each of these tasks.
+-- The terminal event already recorded (not itself a conflict) for each of these tasks: one
+-- key lookup per task in ledger_task_terminals (015), not a probe of every month partition.
 SELECT task_id, event_id
-FROM event_ledger
+FROM ledger_task_terminals
 WHERE task_id = ANY($1::uuid[])
-  AND event_type IN ('task.completed', 'task.failed', 'task.rejected')
-  AND conflict_with IS NULL
 
 -- seal_try_lock --
 -- Take the ledger chain's lock if free (012: only sealers take it; links are never forked).
