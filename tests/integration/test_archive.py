@@ -24,10 +24,9 @@ from consumer.core.errors import ConfigurationError
 from consumer.core.settings import Settings
 from consumer.ledger.archived import check_export, digest_path
 from consumer.ledger.sealer import seal_all
-from consumer.ledger.verify import verify
 from consumer.operations.archive import ArchiveRefused, archive
-from consumer.store import db
 from contracts import Event, decode
+from tests.support.ledger import verify_db, without_triggers
 from tests.support.processes import run_cli
 from tests.support.traffic import lifecycle
 
@@ -116,25 +115,11 @@ def label(m: date) -> str:
     return m.strftime("%Y-%m")
 
 
-async def _verify(settings: Settings):  # type: ignore[no-untyped-def]
-    conn = await db.connect(settings.dsn)
-    try:
-        return await verify(conn)
-    finally:
-        await conn.close()
-
-
-async def _tamper(pool: asyncpg.Pool, sql: str, *args: object) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
-        await conn.execute(sql, *args)
-
-
 async def test_archive_month_then_verify(
     pool: asyncpg.Pool, settings: Settings, seeded: Seeded, tmp_path: Path
 ) -> None:
     oldest, second = seeded.months[0], seeded.months[1]
-    assert (await _verify(settings)).ok
+    assert (await verify_db(settings)).ok
     async with pool.acquire() as conn:
         nothing = await archive(conn, oldest, tmp_path / "a", "tester", dry_run=True)
     assert nothing.plans == [] and nothing.done == []
@@ -172,7 +157,7 @@ async def test_archive_month_then_verify(
     assert await pool.fetchval("SELECT count(*) FROM tasks") == 4  # projections kept
     assert await pool.fetchval("SELECT count(*) FROM ledger_event_ids") == 24  # dedup stays
 
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert report.ok, report.findings
     assert report.archived_months == [label(oldest)] and report.rows == 12
     code, out, _ = await run_cli(settings, "verify")
@@ -196,24 +181,28 @@ async def test_verify_after_archive_catches_tampering(
     assert [a.month for a in run.done] == [label(oldest)] and run.refused is None
     archived = set(await pool.fetchval("SELECT link_ids FROM ledger_archives"))
     # pruning the archived links from the chain loses nothing: the boundaries stand in
-    await _tamper(pool, "DELETE FROM ledger_chain WHERE link = ANY($1::bigint[])", list(archived))
-    assert (await _verify(settings)).ok
+    await without_triggers(
+        pool, "DELETE FROM ledger_chain WHERE link = ANY($1::bigint[])", list(archived)
+    )
+    assert (await verify_db(settings)).ok
     # a remaining link re-chained (its own hash recomputed) is caught by the boundary hash
     victim = min(r["link"] for r in await pool.fetch("SELECT link FROM ledger_chain"))
-    await _tamper(
+    await without_triggers(
         pool,
         "UPDATE ledger_chain SET prev_hash = sha256('forged'), hash = sha256(sha256('forged') || "
         "(SELECT string_agg(d, ''::bytea ORDER BY i) FROM unnest(row_digests) "
         "WITH ORDINALITY AS u(d, i))) WHERE link = $1",
         victim,
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert {f.kind for f in report.findings} >= {"link_broken"}
     assert report.exit_code == 1
     # and a remaining row altered is caught as before
     target = seeded.seqs[second][0]
-    await _tamper(pool, "UPDATE event_ledger SET source = 'mallory' WHERE seq = $1", target)
-    report = await _verify(settings)
+    await without_triggers(
+        pool, "UPDATE event_ledger SET source = 'mallory' WHERE seq = $1", target
+    )
+    report = await verify_db(settings)
     assert ("altered", target) in {(f.kind, f.seq) for f in report.findings}
 
 

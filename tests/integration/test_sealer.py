@@ -15,9 +15,10 @@ from consumer.audit.handler import AuditHandler
 from consumer.core.settings import Settings
 from consumer.ledger.inbox import record_events
 from consumer.ledger.sealer import backlog, seal_all, seal_once
-from consumer.ledger.verify import VerifyReport, link_hash, verify
+from consumer.ledger.verify import VerifyReport, link_hash
 from consumer.store import db
 from contracts import Event, decode
+from tests.support.ledger import verify_db
 from tests.support.processes import run_cli
 from tests.support.traffic import burst, lifecycle, publish
 
@@ -40,11 +41,7 @@ async def _write(pool: asyncpg.Pool, events: list[Event], per_batch: int) -> Non
 
 
 async def _verify(settings: Settings, bound: float = 60.0) -> VerifyReport:
-    conn = await db.connect(settings.dsn)
-    try:
-        return await verify(conn, projections=False, seal_bound_s=bound)
-    finally:
-        await conn.close()
+    return await verify_db(settings, projections=False, seal_bound_s=bound)
 
 
 async def _links(pool: asyncpg.Pool) -> list[asyncpg.Record]:

@@ -10,8 +10,7 @@ import asyncpg
 import pytest
 
 from consumer.core.settings import Settings
-from consumer.ledger.verify import verify
-from consumer.store import db
+from tests.support.ledger import verify_db, without_triggers
 from tests.support.processes import run_cli
 from tests.support.traffic import burst, lifecycle, publish
 
@@ -29,22 +28,8 @@ async def recorded(
     return [r["seq"] for r in await pool.fetch("SELECT seq FROM event_ledger ORDER BY seq")]
 
 
-async def _verify(settings: Settings):  # type: ignore[no-untyped-def]
-    conn = await db.connect(settings.dsn)
-    try:
-        return await verify(conn)
-    finally:
-        await conn.close()
-
-
-async def _as_superuser_without_triggers(pool: asyncpg.Pool, sql: str, *args: object) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
-        await conn.execute(sql, *args)
-
-
 async def test_intact_ledger_verifies(settings: Settings, recorded: list[int]) -> None:
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert report.ok, report.findings
     assert report.rows == len(recorded) == 3 * 6
     assert report.links >= 3 and report.head_hash
@@ -71,13 +56,13 @@ async def test_altered_row_is_reported_exactly(
     settings: Settings, pool: asyncpg.Pool, recorded: list[int]
 ) -> None:
     target = recorded[7]
-    await _as_superuser_without_triggers(
+    await without_triggers(
         pool,
         "UPDATE event_ledger SET envelope = jsonb_set(envelope, '{data,approved_by}', '\"mallory\"') "
         "WHERE seq = $1",
         target,
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert not report.ok and report.exit_code == 1
     ledger = [(f.kind, f.seq) for f in report.findings if f.seq is not None]
     assert ledger == [("altered", target)]
@@ -91,14 +76,14 @@ async def test_removed_and_inserted_rows_are_reported(
     settings: Settings, pool: asyncpg.Pool, recorded: list[int]
 ) -> None:
     gone = recorded[3]
-    await _as_superuser_without_triggers(pool, "DELETE FROM event_ledger WHERE seq = $1", gone)
-    await _as_superuser_without_triggers(
+    await without_triggers(pool, "DELETE FROM event_ledger WHERE seq = $1", gone)
+    await without_triggers(
         pool,
         "INSERT INTO event_ledger (event_id, event_type, source, event_time, schema_version, envelope) "
         "VALUES ($1, 'task.approved', 'orchestrator', now(), 1, '{}'::jsonb)",
         uuid.uuid4(),
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     kinds = sorted((f.kind, f.seq or 0) for f in report.findings)
     inserted = max(r["seq"] for r in await pool.fetch("SELECT seq FROM event_ledger"))
     # the removed row was a task.step: its execution_logs row now has no event behind it
@@ -110,11 +95,11 @@ async def test_removed_and_inserted_rows_are_reported(
 async def test_altered_link_is_reported(
     settings: Settings, pool: asyncpg.Pool, recorded: list[int]
 ) -> None:
-    await _as_superuser_without_triggers(
+    await without_triggers(
         pool,
         "UPDATE ledger_chain SET hash = sha256('forged') WHERE link = (SELECT min(link) FROM ledger_chain)",
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert {f.kind for f in report.findings} == {"link_altered", "link_broken"}
 
 
@@ -125,7 +110,7 @@ async def test_concurrent_writers_do_not_fork_the_chain(
         await publish(amqp, settings, [m for _ in range(10) for m in lifecycle(steps=2)])
     small = settings.model_copy(update={"batch_size": 5})
     await asyncio.gather(*(burst(small) for _ in range(3)))
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert report.ok, report.findings[:5]
     assert report.rows == 3 * 10 * 6
 
@@ -135,7 +120,7 @@ async def test_verify_cli_exit_codes(
 ) -> None:
     code, out, _ = await run_cli(settings, "verify")
     assert code == 0 and "ledger intact" in out
-    await _as_superuser_without_triggers(
+    await without_triggers(
         pool, "UPDATE event_ledger SET source = 'agents/mallory' WHERE seq = $1", recorded[0]
     )
     code, out, _ = await run_cli(settings, "verify")

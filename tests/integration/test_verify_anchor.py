@@ -12,8 +12,8 @@ import pytest
 from consumer.broker import Names
 from consumer.core.settings import Settings
 from consumer.ledger.anchors import chain_head
-from consumer.ledger.verify import VerifyReport, link_hash, verify
-from consumer.store import db
+from consumer.ledger.verify import VerifyReport, link_hash
+from tests.support.ledger import verify_db, without_triggers
 from tests.support.processes import run_cli
 from tests.support.traffic import burst, drain_queue, lifecycle, publish
 
@@ -21,17 +21,7 @@ pytestmark = pytest.mark.usefixtures("topology")
 
 
 async def _verify(settings: Settings, head: str | None = None) -> VerifyReport:
-    conn = await db.connect(settings.dsn)
-    try:
-        return await verify(conn, expect_head=bytes.fromhex(head) if head else None)
-    finally:
-        await conn.close()
-
-
-async def _superuser(pool: asyncpg.Pool, sql: str, *args: object) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
-        await conn.execute(sql, *args)
+    return await verify_db(settings, expect_head=bytes.fromhex(head) if head else None)
 
 
 @pytest.fixture
@@ -65,11 +55,13 @@ async def test_deleted_newest_link_and_rows_need_the_anchor(
     settings: Settings, pool: asyncpg.Pool, links: list[str]
 ) -> None:
     newest = await pool.fetchrow("SELECT link, seqs FROM ledger_chain ORDER BY link DESC LIMIT 1")
-    await _superuser(pool, "DELETE FROM event_ledger WHERE seq = ANY($1::bigint[])", newest["seqs"])
-    await _superuser(pool, "DELETE FROM ledger_chain WHERE link = $1", newest["link"])
-    await _superuser(pool, "DELETE FROM execution_logs WHERE task_id NOT IN "
+    await without_triggers(
+        pool, "DELETE FROM event_ledger WHERE seq = ANY($1::bigint[])", newest["seqs"]
+    )
+    await without_triggers(pool, "DELETE FROM ledger_chain WHERE link = $1", newest["link"])
+    await without_triggers(pool, "DELETE FROM execution_logs WHERE task_id NOT IN "
                      "(SELECT task_id FROM event_ledger WHERE task_id IS NOT NULL)")  # fmt: skip
-    await _superuser(pool, "DELETE FROM tasks WHERE task_id NOT IN "
+    await without_triggers(pool, "DELETE FROM tasks WHERE task_id NOT IN "
                      "(SELECT task_id FROM event_ledger WHERE task_id IS NOT NULL)")  # fmt: skip
     assert (await _verify(settings)).ok  # without an anchor: not detectable
     report = await _verify(settings, links[-1])
@@ -82,7 +74,9 @@ async def test_rewrite_with_recomputed_chain_needs_the_anchor(
 ) -> None:
     """A superuser rewrites a row no projection reads, then recomputes every link."""
     seq = await pool.fetchval("SELECT min(seq) FROM event_ledger")
-    await _superuser(pool, "UPDATE event_ledger SET source = 'agents/mallory' WHERE seq = $1", seq)
+    await without_triggers(
+        pool, "UPDATE event_ledger SET source = 'agents/mallory' WHERE seq = $1", seq
+    )
     prev: bytes | None = None
     for link in await pool.fetch("SELECT link, seqs FROM ledger_chain ORDER BY link"):
         digests = [
@@ -94,7 +88,7 @@ async def test_rewrite_with_recomputed_chain_needs_the_anchor(
             )
         ]
         new = link_hash(prev, digests)
-        await _superuser(
+        await without_triggers(
             pool,
             "UPDATE ledger_chain SET row_digests = $2, prev_hash = $3, hash = $4 WHERE link = $1",
             link["link"], digests, prev, new,

@@ -13,24 +13,11 @@ from consumer.core.settings import Settings
 from consumer.ledger.verify import VerifyReport, verify
 from consumer.store import db
 from contracts import EventType, make_event
+from tests.support.ledger import verify_db, without_triggers
 from tests.support.processes import run_cli
 from tests.support.traffic import BASE_TIME, burst, lifecycle, publish
 
 pytestmark = pytest.mark.usefixtures("topology")
-
-
-async def _verify(settings: Settings) -> VerifyReport:
-    conn = await db.connect(settings.dsn)
-    try:
-        return await verify(conn)
-    finally:
-        await conn.close()
-
-
-async def _superuser(pool: asyncpg.Pool, sql: str, *args: object) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
-        await conn.execute(sql, *args)
 
 
 @pytest.fixture
@@ -54,7 +41,7 @@ def _kinds(report: VerifyReport) -> list[tuple[str, str | None]]:
 async def test_projections_of_a_clean_run_verify(
     settings: Settings, tasks: list[uuid.UUID]
 ) -> None:
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert report.ok, report.findings
     assert report.tasks_checked == 3 and report.exit_code == 0
 
@@ -63,13 +50,13 @@ async def test_edited_outcome_of_a_finished_task_is_reported(
     settings: Settings, pool: asyncpg.Pool, tasks: list[uuid.UUID]
 ) -> None:
     done = tasks[0]
-    await _superuser(
+    await without_triggers(
         pool,
         "UPDATE tasks SET outcome = '{\"success\": false}'::jsonb, status = 'failed' "
         "WHERE task_id = $1",
         done,
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert _kinds(report) == [("task_differs", str(done))]
     assert "status" in report.findings[0].detail and "outcome" in report.findings[0].detail
     code, out, err = await run_cli(settings, "verify")
@@ -81,14 +68,14 @@ async def test_missing_and_extra_task_rows_are_reported(
     settings: Settings, pool: asyncpg.Pool, tasks: list[uuid.UUID]
 ) -> None:
     rejected, stray = tasks[2], uuid.uuid4()
-    await _superuser(pool, "DELETE FROM tasks WHERE task_id = $1", rejected)
-    await _superuser(
+    await without_triggers(pool, "DELETE FROM tasks WHERE task_id = $1", rejected)
+    await without_triggers(
         pool,
         "INSERT INTO tasks (task_id, status, request_text, created_at, updated_at) "
         "VALUES ($1, 'completed', 'forged', now(), now())",
         stray,
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert _kinds(report) == sorted([("task_missing", str(rejected)), ("task_extra", str(stray))])
 
 
@@ -99,19 +86,19 @@ async def test_execution_log_edits_are_reported(
         "SELECT event_id FROM execution_logs WHERE task_id = $1 ORDER BY step_number", tasks[0]
     )
     edited, deleted = steps[0]["event_id"], steps[1]["event_id"]
-    await _superuser(
+    await without_triggers(
         pool, "UPDATE execution_logs SET status = 'failed' WHERE event_id = $1", edited
     )
-    await _superuser(pool, "DELETE FROM execution_logs WHERE event_id = $1", deleted)
+    await without_triggers(pool, "DELETE FROM execution_logs WHERE event_id = $1", deleted)
     forged = uuid.uuid4()
-    await _superuser(
+    await without_triggers(
         pool,
         "INSERT INTO execution_logs (log_id, event_id, task_id, step_number, agent_type, action, "
         "status, timestamp) VALUES ($1, $1, $2, 9, 'infra', 'rm -rf', 'completed', now())",
         forged,
         tasks[1],
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     found = sorted((f.kind, f.event_id) for f in report.findings)
     assert found == sorted(
         [("step_differs", str(edited)), ("step_missing", str(deleted)), ("step_extra", str(forged))]
@@ -124,7 +111,7 @@ async def test_pause_history_naming_an_unrecorded_event_is_reported(
     settings: Settings, pool: asyncpg.Pool, tasks: list[uuid.UUID]
 ) -> None:
     ghost = uuid.uuid4()
-    await _superuser(
+    await without_triggers(
         pool,
         "INSERT INTO pause_history (task_id, action, reason, event_id) "
         "VALUES ($1, 'paused', 'capacity', $2)",
@@ -134,14 +121,14 @@ async def test_pause_history_naming_an_unrecorded_event_is_reported(
     # not detectable: a forged row naming a recorded event (pause_history is not a pure
     # function of the ledger, docs/RELIABILITY.md "Tamper cases")
     recorded = await pool.fetchval("SELECT min(event_id::text) FROM event_ledger")
-    await _superuser(
+    await without_triggers(
         pool,
         "INSERT INTO pause_history (task_id, action, reason, event_id) "
         "VALUES ($1, 'released', 'forged', $2::text::uuid)",
         tasks[1],
         recorded,
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert [(f.kind, f.event_id) for f in report.findings] == [("pause_history_orphan", str(ghost))]
 
 
@@ -164,7 +151,7 @@ async def test_late_duplicates_and_disorder_are_not_findings(
     assert (
         await pool.fetchval("SELECT approved_by FROM tasks WHERE task_id = $1", frozen) == "alice"
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert report.ok, report.findings
     assert report.tasks_checked == 2
 
@@ -189,7 +176,7 @@ async def test_a_batch_that_froze_a_task_with_a_later_event_is_not_a_finding(
         await publish(amqp, settings, batch)
         await burst(settings)
     assert await pool.fetchval("SELECT approved_by FROM tasks WHERE task_id = $1", task) == "bob"
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert report.ok, report.findings
 
 

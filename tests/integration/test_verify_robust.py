@@ -15,8 +15,7 @@ import pytest
 
 from consumer.core.settings import Settings
 from consumer.ledger import verify as verify_module
-from consumer.ledger.verify import VerifyReport, verify
-from consumer.store import db
+from tests.support.ledger import verify_db, without_triggers
 from tests.support.processes import run_cli
 from tests.support.traffic import burst, lifecycle, publish
 
@@ -27,20 +26,6 @@ INSERT = (
     " schema_version, envelope) VALUES ($1, $2, 'agents/x', $3, $4::text::timestamptz,"
     " $5::text::timestamptz, 1, $6::text::jsonb)"
 )
-
-
-async def _verify(settings: Settings) -> VerifyReport:
-    conn = await db.connect(settings.dsn)
-    try:
-        return await verify(conn)
-    finally:
-        await conn.close()
-
-
-async def _superuser(pool: asyncpg.Pool, sql: str, *args: object) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
-        await conn.execute(sql, *args)
 
 
 @pytest.fixture
@@ -72,18 +57,20 @@ async def test_odd_rows_give_findings_not_tracebacks(
          '{"data": {"step_number": "abc", "agent_type": "infra", "action": "a", "status": "completed"}}'),
     ]  # fmt: skip
     for event_type, task_id, when, received, body in odd:
-        await _superuser(pool, INSERT, uuid.uuid4(), event_type, task_id, when, received, body)
-    await _superuser(
+        await without_triggers(
+            pool, INSERT, uuid.uuid4(), event_type, task_id, when, received, body
+        )
+    await without_triggers(
         pool,
         "INSERT INTO ledger_chain (seqs, row_digests, prev_hash, hash) "
         "VALUES ('{1, NULL, 99999}', ARRAY[NULL, '\\x00'::bytea], NULL, '\\xdead')",
     )
-    await _superuser(
+    await without_triggers(
         pool,
         "INSERT INTO ledger_chain (seqs, row_digests, prev_hash, hash) "
         "VALUES ('{{2, 3}}', '{{\"\\\\x00\", \"\\\\x01\"}}', '\\xdead', '\\xbeef')",
     )
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert report.counts["link_malformed"] == 2, report.findings
     kinds = set(report.counts)
     assert {"unsealed", "link_malformed", "link_broken", "removed"} <= kinds, report.counts
@@ -104,8 +91,8 @@ async def test_findings_are_bounded_per_kind(
 ) -> None:
     """Every row altered: all are counted, only KEEP_PER_KIND are kept."""
     monkeypatch.setattr(verify_module, "KEEP_PER_KIND", 2)
-    await _superuser(pool, "UPDATE event_ledger SET source = 'agents/mallory'")
-    report = await _verify(settings)
+    await without_triggers(pool, "UPDATE event_ledger SET source = 'agents/mallory'")
+    report = await verify_db(settings)
     assert report.counts["altered"] == 5  # requested, approved, started, step, completed
     assert [f.kind for f in report.findings].count("altered") == 2
     assert report.exit_code == 1

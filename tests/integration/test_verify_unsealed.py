@@ -7,20 +7,11 @@ import asyncpg
 import pytest
 
 from consumer.core.settings import Settings
-from consumer.ledger.verify import VerifyReport, verify
-from consumer.store import db
+from tests.support.ledger import verify_db, without_triggers
 from tests.support.processes import run_cli
 from tests.support.traffic import burst, lifecycle, publish
 
 pytestmark = pytest.mark.usefixtures("topology")
-
-
-async def _verify(settings: Settings) -> VerifyReport:
-    conn = await db.connect(settings.dsn)
-    try:
-        return await verify(conn)
-    finally:
-        await conn.close()
 
 
 async def _record(amqp: aio_pika.abc.AbstractConnection, settings: Settings, tasks: int) -> None:
@@ -47,7 +38,7 @@ async def test_unsealed_rows_are_one_range_and_exit_5(
     settings: Settings, unsealed: list[int]
 ) -> None:
     assert len(unsealed) == 60
-    report = await _verify(settings)
+    report = await verify_db(settings)
     assert [(f.kind, f.first_seq, f.last_seq, f.count) for f in report.findings] == [
         ("unsealed", unsealed[0], unsealed[-1], 60)
     ]
@@ -61,9 +52,7 @@ async def test_unsealed_rows_are_one_range_and_exit_5(
 async def test_unsealed_with_a_real_change_is_tampering(
     settings: Settings, pool: asyncpg.Pool, unsealed: list[int]
 ) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")
-        await conn.execute("UPDATE event_ledger SET source = 'x' WHERE seq = 1")
-    report = await _verify(settings)
+    await without_triggers(pool, "UPDATE event_ledger SET source = 'x' WHERE seq = 1")
+    report = await verify_db(settings)
     assert set(report.counts) == {"unsealed", "altered"} and report.exit_code == 1
     assert report.first is not None and report.first.kind == "altered"
