@@ -33,9 +33,9 @@ from datetime import datetime
 import asyncpg
 
 from consumer.core import metrics
-from consumer.core.errors import DatabaseUnavailable
+from consumer.core.errors import TaskledgerError
 from consumer.core.retry import Backoff, pause
-from consumer.core.settings import Settings
+from consumer.core.settings import Settings, redact_text
 from consumer.ledger.verify import link_hash
 from consumer.store.db import q, translate_errors
 
@@ -161,8 +161,10 @@ async def seal_loop(
     """Seal every ``seal_interval_ms`` until ``until`` is set, then seal everything
     listed (for up to ``budget_s`` seconds) and return.
 
-    Survives a database outage: logs a warning and tries again with back-off (a final
-    seal that cannot finish is logged; the rows stay listed for the next sealer).
+    Survives a database outage or any other database error (a timeout, a refused
+    statement): logs a warning and tries again with back-off, so the service's other
+    parts go on (a final seal that cannot finish is logged; the rows stay listed for the
+    next sealer, and verify reports them as overdue past the bound).
     """
     interval = settings.seal_interval_ms / 1000
     backoff = Backoff(first=0.5, cap=max(settings.db_retry_max_backoff_s, interval))
@@ -171,15 +173,16 @@ async def seal_loop(
             await seal_pending(pool, settings)
             backoff.reset()
             wait = interval
-        except DatabaseUnavailable as exc:
+        except (TaskledgerError, asyncpg.PostgresError, OSError) as exc:
             log.warning("cannot seal the ledger now", extra={"action": "seal_failed",
-                                                             "error": str(exc)})  # fmt: skip
+                                                             "error": redact_text(str(exc))})  # fmt: skip
             wait = backoff.next()
         await pause(wait, until)
     try:
         sealed = await asyncio.wait_for(seal_all(pool, settings), budget_s)
-    except (DatabaseUnavailable, TimeoutError) as exc:
+    except (TaskledgerError, asyncpg.PostgresError, OSError, TimeoutError) as exc:
         log.warning("stopped before sealing every row; the next sealer will",
-                    extra={"action": "seal_unfinished", "error": str(exc) or "timeout"})  # fmt: skip
+                    extra={"action": "seal_unfinished",
+                           "error": redact_text(str(exc)) or "timeout"})  # fmt: skip
         return
     log.debug("final seal", extra={"action": "sealed", "rows": sealed})

@@ -136,6 +136,9 @@ BEGIN
         RAISE EXCEPTION 'table % exists but is not a partition of % (archived?)', part, parent
             USING ERRCODE = '42P07';
     END IF;
+    -- Writers wait from here to commit: a row committed into the default partition
+    -- between the copy and the delete below would otherwise be deleted uncopied.
+    EXECUTE format('LOCK TABLE %I IN SHARE ROW EXCLUSIVE MODE', parent);
     EXECUTE format('SELECT count(*) FROM ONLY %I WHERE %I >= $1 AND %I < $2', dflt, key, key)
         INTO moved USING lo, hi;
     IF moved = 0 THEN
