@@ -48,10 +48,15 @@ def check_url(url: str, schemes: tuple[str, ...], what: str) -> None:
         raise ValueError(f"{redact_url(url)} is not {what}: port 0")
 
 
+_NEXT_URL = re.compile(r"\s*,\s*(?=[a-z][a-z0-9+.-]*://)", re.IGNORECASE)
+
+
 def split_amqp_urls(value: str) -> list[str]:
     """The URLs of a ``TASKLEDGER_AMQP_URL`` value: one URL, or the nodes of a cluster as a
-    comma-separated list (a comma inside a password is written ``%2C``)."""
-    return [part.strip() for part in value.split(",") if part.strip()]
+    comma-separated list. Only a comma followed by a scheme (``amqp://``...) starts a new
+    URL, so a comma inside a password (plain or ``%2C``) stays in its URL."""
+    parts = (part.strip().strip(",").strip() for part in _NEXT_URL.split(value))
+    return [part for part in parts if part]
 
 
 class Settings(BaseSettings):

@@ -21,7 +21,7 @@ from consumer.broker import Names, declare_topology
 from consumer.broker.connection import connect
 from consumer.broker.topology import GROUP_SIZE, quorum_arguments
 from consumer.core.errors import BrokerUnavailable
-from consumer.core.settings import Settings
+from consumer.core.settings import Settings, split_amqp_urls
 from consumer.dlq.lease import lease_url
 from tests.support.proxy import Proxy
 
@@ -96,6 +96,14 @@ def test_every_url_of_the_list_is_checked_and_redacted() -> None:
         Settings(amqp_url=SecretStr("amqp://g:p@h1:5681/,amqp://g:p@h2:notaport/"))
     assert lease_url("amqp://g:p@h1:5681/,amqp://g:p@h2:5682/v") == (
         "amqp://g:p@h1:5681/?heartbeat=0,amqp://g:p@h2:5682/v?heartbeat=0"
+    )
+    # a comma in a password (plain or %2C) stays in its URL, and is never echoed
+    assert split_amqp_urls("amqp://u:s3cr,et@h1:5681/, amqp://u:p%2Cq@h2:5682/") == [
+        "amqp://u:s3cr,et@h1:5681/", "amqp://u:p%2Cq@h2:5682/",
+    ]  # fmt: skip
+    assert Settings(amqp_url=SecretStr("amqp://u:s3cr,et@h1:5681/")).amqp.count("amqp") == 1
+    assert lease_url("amqp://u:p%2Cq@h1:5681/?heartbeat=30") == (
+        "amqp://u:p%2Cq@h1:5681/?heartbeat=0"
     )
 
 
