@@ -87,8 +87,19 @@ class Delivery:
     def prepare(self) -> None:
         """Decode the message: set :attr:`event`, or :attr:`reason` and :attr:`error`.
 
-        Never raises: :func:`contracts.decode` raises only :class:`~contracts.DecodeError`.
+        Never raises: it runs in the channel's frame reader (:func:`deliver_inline`), where
+        an exception would close the channel under every buffered delivery. Whatever is
+        not a :class:`~contracts.DecodeError` is dead-lettered as a schema violation
+        naming the exception (the boundary :func:`contracts.decode` keeps too).
         """
+        try:
+            self._prepare()
+        except Exception as exc:  # the frame reader's boundary: nothing may escape
+            self.event = None
+            self.reason = DeadLetterReason.SCHEMA_VIOLATION.value
+            self.error = f"unexpected {type(exc).__name__} while reading the message: {exc}"
+
+    def _prepare(self) -> None:
         message = self.message
         properties = message.header.properties
         headers = properties.headers
@@ -97,18 +108,10 @@ class Delivery:
             if broken:
                 self.reason, self.error = INVALID_HEADERS, unreadable_error(broken)
                 return
-        delivery = message.delivery
-        # From the events exchange the routing key is the type; after a retry or a replay
-        # (default exchange) our header keeps it.
-        routing_key = (
-            delivery.routing_key  # type: ignore[union-attr]
-            if delivery.exchange  # type: ignore[union-attr]
-            else self.routing_key()
-        )
         try:
             self.event = decode(
                 message.body,
-                routing_key=routing_key,
+                routing_key=self.routing_key(),  # the type, or our header after a retry
                 headers=headers,  # CloudEvents binary mode
                 content_type=properties.content_type,
             )

@@ -120,6 +120,9 @@ class Runner:
             publish_channel = await confirm_channel(connection)
             await declare_topology(publish_channel, self.settings)
             consume_channel = await connection.channel(publisher_confirms=False)
+            # a channel closed alone (by the broker, or its frame reader failing) is a lost
+            # session too: the buffered deliveries are re-delivered on the next one
+            consume_channel.close_callbacks.add(self._on_close)
             raw = await consume_channel.get_underlay_channel()
             await raw.basic_qos(prefetch_count=self.settings.prefetch)
             tag = f"taskledger.{self.label}.{uuid.uuid4().hex}"
@@ -157,7 +160,7 @@ class Runner:
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         """The client's callback path (used only if :func:`deliver_inline` could not be
-        installed, or for a delivery racing its installation)."""
+        installed)."""
         self._accept(message)
 
     # -- the shutdown budget --------------------------------------------------------
