@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -67,6 +67,12 @@ def _next_month(month: date) -> date:
 
 def _bound(month: date) -> datetime:
     return datetime(month.year, month.month, 1, tzinfo=UTC)
+
+
+#: How long after a month ends it may still receive rows: ``received_at`` is the start of
+#: the writer's transaction, so one that began before midnight UTC writes into the month
+#: after it ended (into the default partition once the month is detached).
+GRACE = timedelta(hours=1)
 
 
 @dataclass
@@ -122,13 +128,20 @@ async def _default_partition(conn: asyncpg.Connection, parent: str, key: str) ->
 
 
 async def plan(
-    conn: asyncpg.Connection, before: date, *, today: date | None = None, allow_open: bool = False
+    conn: asyncpg.Connection,
+    before: date,
+    *,
+    now: datetime | None = None,
+    allow_open: bool = False,
 ) -> list[MonthPlan]:
-    """The attached months before ``before``, oldest first, each with its refusal (if any).
+    """The attached months before ``before``, oldest first, each with its refusal (if any):
+    a month is refused until :data:`GRACE` after its end, and while rows of it are in a
+    default partition, pending for the sealer, unsealed, or of unfinished tasks.
 
     Raises :class:`ArchiveRefused` when ``before`` is after the current month.
     """
-    current = (today or datetime.now(UTC).date()).replace(day=1)
+    now = now or datetime.now(UTC)
+    current = now.date().replace(day=1)
     if before > current:
         raise ArchiveRefused(
             f"--before {before:%Y-%m} would include the current month {current:%Y-%m}, "
@@ -152,7 +165,12 @@ async def plan(
             statement = q("archive_month_links").format(ledger=p.ledger)
             p.links = [dict(r) for r in await conn.fetch(statement, p.first_seq, p.last_seq)]
         sealed = sum(link["size"] for link in p.links)
-        if facts["in_default"] or facts["steps_in_default"]:
+        if now - _bound(_next_month(month)) < GRACE:
+            p.refusal = (
+                f"the month ended less than {GRACE.seconds // 3600} hour ago: a transaction "
+                "begun before its end may still write into it; archive it later"
+            )
+        elif facts["in_default"] or facts["steps_in_default"]:
             p.refusal = (
                 f"{facts['in_default']} ledger rows and {facts['steps_in_default']} steps of the "
                 "month are in a default partition (create_ledger_partition moves them out)"

@@ -12,7 +12,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +24,7 @@ from consumer.core.errors import ConfigurationError
 from consumer.core.settings import Settings
 from consumer.ledger.archived import check_export, digest_path
 from consumer.ledger.sealer import seal_all
-from consumer.operations.archive import ArchiveRefused, archive
+from consumer.operations.archive import ArchiveRefused, archive, plan
 from contracts import Event, decode
 from tests.support.ledger import verify_db, without_triggers
 from tests.support.processes import run_cli
@@ -280,3 +280,15 @@ async def test_refusals_change_nothing(
     with pytest.raises(ArchiveRefused):
         async with pool.acquire() as conn:
             await archive(conn, nxt, tmp_path, "tester")
+
+
+async def test_a_month_is_refused_until_an_hour_after_its_end(
+    pool: asyncpg.Pool, seeded: Seeded
+) -> None:
+    oldest, end = seeded.months[0], datetime.combine(seeded.months[1], time(), UTC)
+    async with pool.acquire() as conn:
+        early = await plan(conn, seeded.months[1], now=end + timedelta(minutes=10))
+        later = await plan(conn, seeded.months[1], now=end + timedelta(hours=2))
+    assert [p.month for p in early] == [oldest] == [p.month for p in later]
+    assert early[0].refusal is not None and "ended less than" in early[0].refusal
+    assert later[0].refusal is None
