@@ -60,6 +60,13 @@ def _follow(connection: AbstractConnection, key: str, index: int, count: int) ->
     connection.close_callbacks.add(closed)
 
 
+def _skip(key: str, index: int, count: int) -> None:
+    """Start the next connect on ``key`` after node ``index``, which failed to answer (a
+    caller whose budget is shorter than the node timeout still reaches the others)."""
+    if _start_at.get(key, 0) % count == index:
+        _start_at[key] = (index + 1) % count
+
+
 async def _connect_once(url: str) -> AbstractConnection:
     """One pass over the nodes of ``url``; raises the errors of every node tried."""
     urls = split_amqp_urls(url) or [url]
@@ -72,8 +79,12 @@ async def _connect_once(url: str) -> AbstractConnection:
         try:
             connection = await aio_pika.connect(urls[index], timeout=NODE_TIMEOUT_S)
         except _CONNECT_ERRORS as exc:
+            _skip(url, index, len(urls))
             failures.append(f"{node_label(urls[index])}: {str(exc) or type(exc).__name__}")
             continue
+        except asyncio.CancelledError:  # a caller's shorter budget ran out on this node
+            _skip(url, index, len(urls))
+            raise
         _start_at[url] = index
         _follow(connection, url, index, len(urls))
         return connection

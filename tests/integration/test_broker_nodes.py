@@ -136,3 +136,26 @@ async def test_group_size_on_new_and_on_existing_queues(
     with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match="x-delivery-limit"):
         await declare_topology(bad, drifted)
     await channel.close()
+
+
+async def test_a_node_that_never_answers_is_skipped_by_callers_with_a_short_budget(
+    amqp_url: str,
+) -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts the TCP connection, never speaks AMQP
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    urls = f"{node_url(amqp_url, port)},{node_url(amqp_url, urlsplit(amqp_url).port or 5672)}"
+    try:
+        with pytest.raises(TimeoutError):  # like /readyz: a budget shorter than a node's
+            await asyncio.wait_for(connect(urls), 0.5)
+        connection = await asyncio.wait_for(connect(urls), 2.0)  # starts at the next node
+        await connection.close()
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
