@@ -148,11 +148,12 @@ join_node() { # make node N a member of tl1's cluster
 }
 
 running_nodes() { # the running nodes as node 1..3 see them (first that answers)
-    local n
+    local n out
     for n in 1 2 3; do
         if [ -n "$(beam_pid "$n")" ]; then
-            ctl "$n" -q eval 'io:format("~s~n", [string:join([atom_to_list(N) || N <- rabbit_nodes:all_running()], " ")]).' 2>/dev/null |
-                head -1 && return 0
+            # a node that does not answer (yet) gives no output: ask the next one
+            out=$(ctl "$n" -q eval 'io:format("~s~n", [string:join([atom_to_list(N) || N <- rabbit_nodes:all_running()], " ")]).' 2>/dev/null | head -1) || true
+            if [ -n "$out" ]; then echo "$out"; return 0; fi
         fi
     done
     return 1
