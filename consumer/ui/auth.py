@@ -1,10 +1,11 @@
 """Console login and CSRF: the API token entered once, kept as a derived cookie.
 
 - **Session.** ``POST /ui/login`` takes the API token (``TASKLEDGER_API_TOKEN``), compares
-  it with :func:`hmac.compare_digest`, and sets the cookie ``tl_session``: an HMAC of a
-  fixed label keyed with the token (so the cookie is not the token, and changing the
-  token logs every browser out). HttpOnly, SameSite=Strict, Secure on https, no expiry
-  beyond the browser session.
+  it with :func:`hmac.compare_digest`, and sets the cookie ``tl_session``: the login's
+  time and an HMAC of it keyed with the token (so the cookie is not the token, it stops
+  working after 12 hours, and changing the token logs every browser out). HttpOnly,
+  SameSite=Strict, Secure on https, dropped when the browser closes. Logging out drops
+  the browser's copy; a copied cookie stays valid until its 12 hours end.
 - **CSRF.** Every form carries ``csrf``: an HMAC of the session cookie keyed with the token
   (double submit: the server recomputes it from the cookie the browser sent). The login
   form, before any session exists, uses a random pre-session cookie ``tl_pre`` and a key
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Mapping
 from urllib.parse import quote, urlsplit
 
@@ -39,12 +41,15 @@ __all__ = [
     "require_login",
     "require_read",
     "safe_next",
+    "session_valid",
     "session_value",
     "set_cookie",
     "token_matches",
 ]
 
 SESSION_COOKIE = "tl_session"
+#: A login lasts this long (the cookie is also dropped when the browser closes).
+SESSION_MAX_AGE_S = 12 * 3600
 PRE_COOKIE = "tl_pre"
 _SESSION_LABEL = b"taskledger-ui-session/1"
 #: Keys the login form's CSRF value (drawn per process: a restart only renews the form).
@@ -62,10 +67,28 @@ def _mac(key: bytes, message: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def session_value(settings: Settings) -> str | None:
-    """The ``tl_session`` cookie value for the configured token (None: no token)."""
+def session_value(settings: Settings, issued: int | None = None) -> str | None:
+    """A new ``tl_session`` cookie value for the configured token (None: no token):
+    ``<issued unix time>.<HMAC of it keyed with the token>``; it stops working
+    :data:`SESSION_MAX_AGE_S` after ``issued`` (default: now) or when the token changes."""
     token = _token(settings)
-    return None if token is None else _mac(token, _SESSION_LABEL)
+    if token is None:
+        return None
+    at = int(time.time()) if issued is None else issued
+    return f"{at}.{_mac(token, _SESSION_LABEL + b':' + str(at).encode())}"
+
+
+def session_valid(settings: Settings, cookie: str, *, now: float | None = None) -> bool:
+    """Whether ``cookie`` is a session of the configured token issued less than
+    :data:`SESSION_MAX_AGE_S` ago (constant-time comparison)."""
+    issued, _, _ = cookie.partition(".")
+    if not issued.isdigit() or len(issued) > 12:
+        return False
+    expected = session_value(settings, int(issued))
+    if expected is None or not hmac.compare_digest(cookie.encode(), expected.encode()):
+        return False
+    age = (time.time() if now is None else now) - int(issued)
+    return 0 <= age < SESSION_MAX_AGE_S
 
 
 def token_matches(settings: Settings, given: str) -> bool:
@@ -95,10 +118,9 @@ def prepare(request: Request) -> None:
     """Router dependency: note on ``request.state`` whether a token is configured, whether
     this browser is logged in, and the CSRF value its forms must carry."""
     settings = _settings(request)
-    expected = session_value(settings)
     cookie = request.cookies.get(SESSION_COOKIE, "")
-    logged_in = expected is not None and hmac.compare_digest(cookie.encode(), expected.encode())
-    request.state.ui_token_configured = expected is not None
+    logged_in = session_valid(settings, cookie)
+    request.state.ui_token_configured = _token(settings) is not None
     request.state.ui_logged_in = logged_in
     request.state.ui_csrf = _session_csrf(settings, cookie) if logged_in else ""
 

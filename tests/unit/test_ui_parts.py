@@ -20,7 +20,7 @@ from consumer.queries.models import (
     TaskRecord,
     TimelineEntry,
 )
-from consumer.ui.auth import login_csrf, safe_next, session_value, token_matches
+from consumer.ui.auth import login_csrf, safe_next, session_valid, session_value, token_matches
 from consumer.ui.jobs import Jobs
 from consumer.ui.render import templates
 from contracts import TaskStatus
@@ -55,10 +55,16 @@ def test_elapsed_times_read_well() -> None:
 
 def test_session_cookie_is_derived_from_the_token_not_the_token() -> None:
     settings = Settings(api_token=SecretStr("tok"))
-    value = session_value(settings)
-    assert value is not None and "tok" not in value and len(value) == 64
-    assert session_value(Settings(api_token=SecretStr("other"))) != value
+    value = session_value(settings, 1_000_000)
+    assert value is not None and "tok" not in value and value.startswith("1000000.")
+    assert session_value(Settings(api_token=SecretStr("other")), 1_000_000) != value
     assert session_value(Settings(api_token=None)) is None
+    # valid for 12 hours, for this token only; a forged time breaks the HMAC
+    assert session_valid(settings, value, now=1_000_000 + 11 * 3600)
+    assert not session_valid(settings, value, now=1_000_000 + 12 * 3600)
+    assert not session_valid(Settings(api_token=SecretStr("other")), value, now=1_000_001)
+    assert not session_valid(settings, "2000000." + value.split(".")[1], now=2_000_001)
+    assert not session_valid(settings, "junk", now=1_000_001)
     assert token_matches(settings, "tok") and not token_matches(settings, "tok2")
     assert not token_matches(Settings(api_token=None), "")
     assert login_csrf("a") != login_csrf("b")
