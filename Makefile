@@ -25,7 +25,7 @@ services:  ## make sure PostgreSQL and RabbitMQ answer on 127.0.0.1 (installs/st
 browser:  ## make sure Debian's chromium and chromium-driver are installed (the browser tests)
 	@scripts/ensure_browser.sh
 
-test: install services browser  ## the test suite (unit, integration, migration, acceptance, e2e) on $(TEST_WORKERS) workers, about 7 min
+test: install services browser  ## the test suite (unit, integration, migration, acceptance, e2e) on $(TEST_WORKERS) workers, about 5 min
 	$(PY) -m pytest -m "not slow and not cluster" -q -n $(TEST_WORKERS)
 
 test-all: install services browser  ## also the slow tests

@@ -81,10 +81,14 @@ def migrate(
 @app.command("run")
 def run_cmd(
     only: Annotated[
-        Only | None, typer.Option(help="Host only this handler (default: both).")
+        Only | None, typer.Option(help="Host only this handler: audit or capacity (default: both).")
     ] = None,
     burst: Annotated[
-        bool, typer.Option("--burst", help="Exit once the queues are empty and the outbox drained.")
+        bool,
+        typer.Option(
+            "--burst",
+            help="Exit once the queues are empty, the outbox drained and every ledger row sealed.",
+        ),
     ] = False,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this port.")
@@ -94,6 +98,10 @@ def run_cmd(
     ] = None,
 ) -> None:
     """Run the service: consume the audit and capacity queues until SIGTERM/SIGINT.
+
+    It also creates the ledger's month partitions ahead (at start, then daily) and, with
+    the audit handler, seals the ledger (every TASKLEDGER_SEAL_INTERVAL_MS; one sealer
+    works at a time across processes).
 
     On SIGTERM/SIGINT it stops taking deliveries, commits and acknowledges what it holds,
     and exits 0 within TASKLEDGER_SHUTDOWN_TIMEOUT_S.
@@ -146,7 +154,8 @@ def api(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
 ) -> None:
-    """Serve the HTTP API (/api/v1/..., /healthz, /readyz, /metrics, /docs).
+    """Serve the HTTP API (/api/v1/..., /healthz, /readyz, /metrics, /docs) and the ops
+    console (/ui/).
 
     Mutating calls need `Authorization: Bearer $TASKLEDGER_API_TOKEN`; without a token
     configured they are disabled.
