@@ -90,8 +90,9 @@ WHERE u.batch = d.batch AND u.seq = d.seq
 SELECT count(*) AS rows, max(seq) AS max_seq, min(received_at) AS oldest FROM ledger_unsealed
 
 -- seal_left_upto --
--- Whether a row at or below seq $1 is still listed for the sealer.
-SELECT EXISTS (SELECT 1 FROM ledger_unsealed WHERE seq <= $1)
+-- Whether a row at or below seq $1 is still listed for the sealer (a row's batch is its
+-- batch's first seq, so batch <= seq: the condition on batch lets the primary key answer).
+SELECT EXISTS (SELECT 1 FROM ledger_unsealed WHERE batch <= $1 AND seq <= $1)
 
 -- ledger_row_count --
 -- How many rows the ledger holds (the progress bar of `taskledger verify`).
