@@ -4,8 +4,9 @@
 callback) and waits a moment for it: a small replay is done by then, and the browser
 lands straight on its result; a long one is watched on ``/ui/dead-letters/replays/{id}``,
 which refreshes itself until the job is over. Jobs live in the process (the latest
-:data:`KEEP` are kept); when the app stops, those still running are cancelled, which
-ends each replay as ``interrupted`` and records it so.
+:data:`KEEP` are kept); when the app stops, those still running are cancelled and end
+as ``failed`` with the error ``interrupted: the API stopped`` (what a replay moved before
+stays moved, and ``dlq.replay`` records the action as interrupted).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class Jobs:
             await asyncio.wait({job.task}, timeout=timeout)
 
     async def stop(self) -> None:
-        """Cancel the running jobs and wait for them (each records itself as interrupted)."""
+        """Cancel the running jobs and wait for them (each ends failed: interrupted)."""
         running = [j.task for j in self._jobs.values() if j.task is not None and j.running]
         for task in running:
             task.cancel()
