@@ -31,6 +31,8 @@ class AuditHandler:
     """Projects ``task.*`` events into ``tasks`` and ``execution_logs``."""
 
     name = "audit"
+    #: Projections are re-folded from the ledger: batches may commit in either order.
+    pipelined = True
 
     def queue(self, names: Names) -> str:
         """The audit queue."""

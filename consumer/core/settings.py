@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     batch_linger_ms: int = Field(
         default=20, ge=0, description="Flush a partial batch after this long."
     )
+    write_pipeline: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Write batches of the audit handler in flight at once (1: commit one "
+        "batch before starting the next); acknowledged in order.",
+    )
     retry_delays_ms: list[int] = Field(
         default=[1000, 10000, 60000],
         description="Delays of the retry queues for failures that may pass.",
