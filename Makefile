@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # tests/unit/test_asyncapi.py.
 ASYNCAPI_SPECS := $(VENV)/npm/node_modules/@asyncapi/specs/package.json
 
-.PHONY: install services browser test test-all lint format demo console screenshots bench bench-quick bench-ledger chaos chaos-quick scale openapi clean
+.PHONY: install services browser test test-all lint format demo console screenshots bench bench-quick bench-ledger bench-ledger-default chaos chaos-quick scale openapi clean
 
 install: $(STAMP) $(ASYNCAPI_SPECS)  ## create the virtual environment and install taskledger with its dev tools
 
@@ -59,7 +59,12 @@ bench: install services  ## consumer, capacity and replay benchmarks (full size)
 bench-quick: install services  ## the same benchmarks at a small size (what CI runs)
 	$(PY) bench/run_all.py --quick
 
-bench-ledger: install services  ## insert rate and audit queries with 20,000,000 ledger rows present (about 45 min, 23 GB)
+bench-ledger: install services  ## insert rate and audit queries with 20,000,000 ledger rows present, on a scratch PostgreSQL sized for it (about 45 min, 23 GB)
+	scripts/pg-scratch.sh start
+	TASKLEDGER_TEST_DATABASE_URL=$$(scripts/pg-scratch.sh url) $(PY) bench/ledger_scale.py; \
+	status=$$?; scripts/pg-scratch.sh stop; exit $$status
+
+bench-ledger-default: install services  ## the same on the machine's own PostgreSQL as configured (defaults: 128 MB shared_buffers)
 	$(PY) bench/ledger_scale.py
 
 chaos: install services  ## the chaos suite (about 15 minutes, with the 3-node cluster scenario), writes docs/RELIABILITY.md
