@@ -390,6 +390,36 @@ class LedgerTaskTerminal(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
 
 
+class LedgerTaskDispatch(Base):
+    """The first ``dispatch.requested`` recorded for a task (016): the dispatches listing.
+
+    Written by the ledger's insert statement; append-only, not partitioned, never archived."""
+
+    __tablename__ = "ledger_task_dispatches"
+    __table_args__ = (Index("ix_ledger_task_dispatches_requested_at", "requested_at", "task_id"),)
+
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(TZ)
+    requested_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class LedgerTasklessEvent(Base):
+    """A ``task.*`` event recorded while its task had no ``tasks`` row (016): the
+    candidates of the orphans listing's ``no_task`` kind.
+
+    Listed by the ledger's insert statement, forgotten by a trigger on ``tasks`` when the
+    row is created. Derived state, not part of the tamper-evident record: mutable."""
+
+    __tablename__ = "ledger_taskless_events"
+    __table_args__ = (Index("ix_ledger_taskless_events_received_at", "received_at", "seq"),)
+
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(TZ)
+
+
 class TaskSuggestion(Base):
     """One suggestion added to a task after the fact (``task.suggested``), append-only.
 
@@ -458,6 +488,7 @@ APPEND_ONLY_TABLES = (
     "event_ledger",
     "ledger_event_ids",
     "ledger_task_terminals",
+    "ledger_task_dispatches",
     "execution_logs",
     "pause_history",
     "operator_actions",

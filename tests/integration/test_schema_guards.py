@@ -69,6 +69,10 @@ async def insert_append_only_rows(conn: Executor) -> uuid.UUID:
         "INSERT INTO ledger_task_terminals (task_id, event_id, seq) "
         "SELECT task_id, event_id, seq FROM event_ledger"
     )
+    await conn.execute(  # 016: a first dispatch request (here only a row to guard)
+        "INSERT INTO ledger_task_dispatches (task_id, event_id, seq, received_at, requested_at) "
+        "SELECT task_id, event_id, seq, received_at, event_time FROM event_ledger"
+    )
     await conn.execute(
         """
         INSERT INTO execution_logs (event_id, task_id, step_number, agent_type, action,

@@ -39,6 +39,8 @@ OUR_TABLES = {
     "ledger_archives",
     "ledger_archived_tasks",
     "ledger_task_terminals",
+    "ledger_task_dispatches",
+    "ledger_taskless_events",
     "task_suggestions",
     "suggestion_resolutions",
     "task_recoveries",
@@ -56,6 +58,7 @@ OUR_FUNCTIONS = {
     "ledger_row_digest",
     "create_ledger_partition",
     "ensure_ledger_partitions",
+    "forget_taskless_events",
 }
 
 

@@ -68,23 +68,37 @@ async def add_event(
     event_id: UUID | None = None,
 ) -> UUID:
     """Insert one ledger row as the audit consumer records it (with its id claimed in
-    ``ledger_event_ids`` and, for a task's first terminal event, ``ledger_task_terminals``)."""
+    ``ledger_event_ids`` and, for a task's first terminal event, ``ledger_task_terminals``;
+    016: a task's first dispatch request in ``ledger_task_dispatches``, a task event whose
+    task has no row yet in ``ledger_taskless_events``)."""
     event_id = event_id or uuid4()
     await conn.execute(
         """WITH row AS (
                INSERT INTO event_ledger (event_id, event_type, source, task_id, event_time,
                                          received_at, schema_version, envelope, conflict_with)
                VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)
-               RETURNING event_id, seq, received_at, event_type, task_id, conflict_with
+               RETURNING event_id, seq, received_at, event_type, task_id, conflict_with,
+                         event_time
            ), ids AS (
                INSERT INTO ledger_event_ids (event_id, seq, received_at)
                SELECT event_id, seq, received_at FROM row
+           ), terminals AS (
+               INSERT INTO ledger_task_terminals (task_id, event_id, seq)
+               SELECT task_id, event_id, seq FROM row
+               WHERE conflict_with IS NULL
+                 AND event_type IN ('task.completed', 'task.failed', 'task.rejected')
+               ON CONFLICT (task_id) DO NOTHING
+           ), dispatches AS (
+               INSERT INTO ledger_task_dispatches
+                   (task_id, event_id, seq, received_at, requested_at)
+               SELECT task_id, event_id, seq, received_at, event_time FROM row
+               WHERE event_type = 'dispatch.requested'
+               ON CONFLICT (task_id) DO NOTHING
            )
-           INSERT INTO ledger_task_terminals (task_id, event_id, seq)
-           SELECT task_id, event_id, seq FROM row
-           WHERE conflict_with IS NULL
-             AND event_type IN ('task.completed', 'task.failed', 'task.rejected')
-           ON CONFLICT (task_id) DO NOTHING""",
+           INSERT INTO ledger_taskless_events (task_id, seq, received_at)
+           SELECT task_id, seq, received_at FROM row
+           WHERE event_type LIKE 'task.%'
+             AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = row.task_id)""",
         event_id,
         event_type,
         source,

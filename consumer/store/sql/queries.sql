@@ -120,28 +120,52 @@ ORDER BY h.at, h.id
 
 -- audit_orphans --
 -- task.* ledger events still unapplied after $1 seconds (no task row, or a terminal event waiting); at most $2.
-SELECT l.seq, l.event_id, l.event_type, l.source, l.task_id, l.event_time, l.received_at,
-       t.status AS task_status,
-       CASE WHEN t.task_id IS NULL THEN 'no_task' ELSE 'terminal_waiting' END AS kind,
-       CASE WHEN t.task_id IS NULL THEN ARRAY['task.requested']::text[]
+-- 016: read from small indexed state, not a scan of the ledger. no_task: the events listed in
+-- ledger_taskless_events (recorded while their task had no row; forgotten when the row is
+-- created) whose task still has none. terminal_waiting: the unfinished tasks (by status: the
+-- CHECK on tasks.status makes IN (pending, approved, executing) the same as NOT IN the
+-- terminal ones, and lets an index answer) with a first terminal event in
+-- ledger_task_terminals (015; a later terminal is a conflict, so it is the only one that
+-- is not). Each side reads its ledger rows by primary key (month pruned by received_at);
+-- rows of archived months are gone from the ledger and left out, as before.
+SELECT o.seq, o.event_id, o.event_type, o.source, o.task_id, o.event_time, o.received_at,
+       o.task_status, o.kind,
+       CASE WHEN o.kind = 'no_task' THEN ARRAY['task.requested']::text[]
             ELSE ARRAY(SELECT x.event_type
                        FROM unnest(ARRAY['task.requested', 'task.approved',
                                          'task.started']::text[]) AS x(event_type)
                        WHERE NOT EXISTS (SELECT 1 FROM event_ledger l2
-                                         WHERE l2.task_id = l.task_id
+                                         WHERE l2.task_id = o.task_id
                                            AND l2.event_type = x.event_type))
        END AS missing
-FROM event_ledger l
-LEFT JOIN tasks t ON t.task_id = l.task_id
-WHERE l.event_type LIKE 'task.%'
-  AND l.task_id IS NOT NULL
-  AND l.received_at < now() - make_interval(secs => $1::float8)
-  AND (t.task_id IS NULL
-       OR (l.event_type IN ('task.completed', 'task.failed', 'task.rejected')
-           AND l.conflict_with IS NULL
-           AND t.status NOT IN ('completed', 'failed', 'rejected')))
-ORDER BY l.received_at, l.seq
-LIMIT $2
+FROM ((SELECT l.seq, l.event_id, l.event_type, l.source, l.task_id, l.event_time, l.received_at,
+              NULL::text AS task_status, 'no_task'::text AS kind
+       FROM ledger_taskless_events w
+       JOIN event_ledger l ON l.seq = w.seq AND l.received_at = w.received_at
+       WHERE w.received_at < now() - make_interval(secs => $1::float8)
+         AND l.task_id = w.task_id
+         AND l.event_type LIKE 'task.%'
+         AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = l.task_id)
+       ORDER BY w.received_at, w.seq
+       LIMIT $2)
+      UNION ALL
+      (SELECT l.seq, l.event_id, l.event_type, l.source, l.task_id, l.event_time, l.received_at,
+              t.status::text AS task_status, 'terminal_waiting'::text AS kind
+       FROM tasks t
+       JOIN ledger_task_terminals x ON x.task_id = t.task_id
+       JOIN ledger_event_ids k ON k.event_id = x.event_id
+       JOIN event_ledger l ON l.seq = k.seq AND l.received_at = k.received_at
+       WHERE t.status IN ('pending', 'approved', 'executing')
+         AND t.status NOT IN ('completed', 'failed', 'rejected')
+         AND k.received_at < now() - make_interval(secs => $1::float8)
+         AND l.task_id = t.task_id
+         AND l.event_type IN ('task.completed', 'task.failed', 'task.rejected')
+         AND l.conflict_with IS NULL
+       ORDER BY l.received_at, l.seq
+       LIMIT $2)
+      ORDER BY received_at, seq
+      LIMIT $2) AS o
+ORDER BY o.received_at, o.seq
 
 -- stale_executing --
 -- Executing tasks whose newest ledger event (or, without one, last update) is older than $1 seconds, most silent first; at most $2.
@@ -212,18 +236,22 @@ ORDER BY batches DESC, trigger
 -- while it waited), requested (no decision recorded). $1 state (NULL: any), $2 agent_id
 -- (NULL: any), $3 requested since (NULL: ever), $4/$5 keyset (requested_at, task_id) of
 -- the previous page's last row (NULL: first page), $6 rows.
+-- 016: the requests come from ledger_task_dispatches (the first request of each task,
+-- written with the ledger row), walked newest first on its (requested_at, task_id) index;
+-- a request whose ledger row left with an archived month is left out, as when the
+-- listing read the ledger; the request's data is read by primary key for the page only.
 WITH requests AS (
-    SELECT DISTINCT ON (l.task_id)
-           l.task_id, l.event_id AS request_event_id, l.event_time AS requested_at,
-           l.envelope -> 'data' AS data
-    FROM event_ledger l
-    WHERE l.event_type = 'dispatch.requested' AND l.task_id IS NOT NULL
-    ORDER BY l.task_id, l.seq
+    SELECT r.task_id, r.event_id AS request_event_id, r.requested_at, r.seq, r.received_at
+    FROM ledger_task_dispatches r
+    WHERE ($3::timestamptz IS NULL OR r.requested_at >= $3::timestamptz)
+      AND ($4::timestamptz IS NULL OR (r.requested_at, r.task_id) < ($4::timestamptz, $5::uuid))
+      -- waiting: only requests in pause_queue (the same as status = 'waiting' below)
+      AND ($1::text IS DISTINCT FROM 'waiting'
+           OR EXISTS (SELECT 1 FROM pause_queue w2 WHERE w2.task_id = r.task_id))
+      AND EXISTS (SELECT 1 FROM event_ledger l
+                  WHERE l.seq = r.seq AND l.received_at = r.received_at)
 ), decided AS (
-    SELECT r.task_id, r.request_event_id, r.requested_at,
-           r.data ->> 'agent_type' AS agent_type,
-           CASE WHEN jsonb_typeof(r.data -> 'priority') = 'number'
-                THEN (r.data ->> 'priority')::numeric::int ELSE 3 END AS priority,
+    SELECT r.task_id, r.request_event_id, r.requested_at, r.seq, r.received_at,
            CASE WHEN w.id IS NOT NULL THEN 'waiting'
                 WHEN d.trigger = 'cancelled' THEN 'cancelled'
                 WHEN d.id IS NOT NULL THEN 'assigned'
@@ -251,12 +279,25 @@ WITH requests AS (
         LIMIT 1
     ) p ON true
     LEFT JOIN tasks t ON t.task_id = r.task_id
-    WHERE ($3::timestamptz IS NULL OR r.requested_at >= $3::timestamptz)
-      AND ($4::timestamptz IS NULL OR (r.requested_at, r.task_id) < ($4::timestamptz, $5::uuid))
+), page AS (
+    SELECT *
+    FROM decided
+    WHERE ($1::text IS NULL OR status = $1::text)
+      AND ($2::text IS NULL OR agent_id = $2::text)
+    ORDER BY requested_at DESC, task_id DESC
+    LIMIT $6
 )
-SELECT *
-FROM decided
-WHERE ($1::text IS NULL OR status = $1::text)
-  AND ($2::text IS NULL OR agent_id = $2::text)
-ORDER BY requested_at DESC, task_id DESC
-LIMIT $6
+SELECT g.task_id, g.request_event_id, g.requested_at,
+       e.data ->> 'agent_type' AS agent_type,
+       CASE WHEN jsonb_typeof(e.data -> 'priority') = 'number'
+            THEN (e.data ->> 'priority')::numeric::int ELSE 3 END AS priority,
+       g.status, g.reason, g.trigger, g.agent_id, g.decided_at, g.paused_at, g.message_id,
+       g.waited_s, g.task_status
+FROM page g
+-- LIMIT 1 (the primary key has one row anyway) keeps this a lookup per row of the page:
+-- flattened into a join it may be planned as a hash join over every month partition
+CROSS JOIN LATERAL (SELECT l.envelope -> 'data' AS data
+                    FROM event_ledger l
+                    WHERE l.seq = g.seq AND l.received_at = g.received_at
+                    LIMIT 1) AS e
+ORDER BY g.requested_at DESC, g.task_id DESC
