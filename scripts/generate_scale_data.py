@@ -5,8 +5,9 @@
 
 Creates the database if it is missing and migrates it, then inserts ``--tasks`` task rows
 and about ``--steps-per-task`` times as many ``execution_logs`` rows, server-side
-(``INSERT ... SELECT generate_series``, one transaction per chunk), and finally runs
-``VACUUM ANALYZE``. Shape: statuses mostly completed (88 %), failed (10 %, causes resource
+(``INSERT ... SELECT generate_series``, one transaction per chunk; the trigger of 017
+appends their actions to ``task_step_actions``, as for the consumer's steps), and
+finally runs ``VACUUM ANALYZE``. Shape: statuses mostly completed (88 %), failed (10 %, causes resource
 / application / dependency / unknown with matching error types), rejected (1 %); a few
 pending, approved and executing tasks in the last six hours; 1-3 services per task from
 30 with a skewed popularity (kuma is among the popular ones); request texts and plan
@@ -210,6 +211,7 @@ async def generate(dsn: str, tasks: int, steps_per_task: float, chunk: int, days
         console.print(f"inserted in {inserted:.0f} s; VACUUM ANALYZE ...")
         await conn.execute("VACUUM ANALYZE tasks")
         await conn.execute("VACUUM ANALYZE execution_logs")
+        await conn.execute("VACUUM ANALYZE task_step_actions")
         counts = await conn.fetchrow(
             "SELECT (SELECT count(*) FROM tasks) AS tasks,"
             " (SELECT count(*) FROM execution_logs) AS steps,"

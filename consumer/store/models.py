@@ -420,6 +420,19 @@ class LedgerTasklessEvent(Base):
     received_at: Mapped[datetime] = mapped_column(TZ)
 
 
+class TaskStepAction(Base):
+    """A task's step actions joined by newlines (017): what the intent filter reads.
+
+    One row per task with a step, appended to by a trigger on ``execution_logs`` in the
+    transaction that inserts the steps (a step after the task finished too). Derived
+    state, not part of the tamper-evident record: mutable, not partitioned, not archived."""
+
+    __tablename__ = "task_step_actions"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("tasks.task_id"), primary_key=True)
+    actions: Mapped[str] = mapped_column(Text)
+
+
 class TaskSuggestion(Base):
     """One suggestion added to a task after the fact (``task.suggested``), append-only.
 

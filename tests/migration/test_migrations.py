@@ -41,6 +41,7 @@ OUR_TABLES = {
     "ledger_task_terminals",
     "ledger_task_dispatches",
     "ledger_taskless_events",
+    "task_step_actions",
     "task_suggestions",
     "suggestion_resolutions",
     "task_recoveries",
@@ -59,6 +60,7 @@ OUR_FUNCTIONS = {
     "create_ledger_partition",
     "ensure_ledger_partitions",
     "forget_taskless_events",
+    "append_task_step_actions",
 }
 
 

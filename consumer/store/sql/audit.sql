@@ -47,7 +47,7 @@ ON CONFLICT (task_id) DO UPDATE SET
 WHERE t.status NOT IN ('completed', 'failed', 'rejected')
 
 -- insert_steps --
--- Project recorded task.step events into execution_logs once each, for tasks that exist; recorded_at is the event's received_at (013: same month partition as its event, and (event_id, recorded_at) unique as event_id is).
+-- Project recorded task.step events into execution_logs once each, for tasks that exist; recorded_at is the event's received_at (013: same month partition as its event, and (event_id, recorded_at) unique as event_id is). 017: the trigger on execution_logs appends the actions of the rows really inserted to task_step_actions (a re-delivered step, skipped here, is not appended again).
 INSERT INTO execution_logs
     (log_id, event_id, task_id, step_number, agent_type, action, status, output_summary,
      output_full, duration_ms, timestamp, recorded_at)

@@ -25,10 +25,12 @@ SET LOCAL plan_cache_mode = force_custom_plan
          OR (jsonb_typeof(t.plan -> 'steps') = 'array'
              AND EXISTS (SELECT 1 FROM jsonb_array_elements_text(t.plan -> 'steps') AS s(step)
                          WHERE s.step ~* $8::text))
-         -- a correlated aggregate, not EXISTS: EXISTS inside OR may be planned as a hashed
-         -- subplan that runs the regex over every step of every task
-         OR (SELECT bool_or(e.action ~* $8::text) FROM execution_logs e
-             WHERE e.task_id = t.task_id))
+         -- a correlated scalar, not EXISTS: EXISTS inside OR may be planned as a hashed
+         -- subplan that runs the regex over every row of the table. 017: the task's step
+         -- actions joined by newlines, one primary-key row (execution_logs has no partition
+         -- key here: a probe of every month); the pattern never spans a newline
+         OR coalesce((SELECT a.actions ~* $8::text FROM task_step_actions a
+                      WHERE a.task_id = t.task_id), false))
     AND ($9::uuid IS NULL OR t.project_id = $9::uuid)
     AND ($10::text IS NULL
          OR t.services_touched @> ARRAY[$10::text]
