@@ -11,7 +11,12 @@
 Rates are events per second over the consumption span (first to last event handled), so
 process start-up does not count against anyone; (c)'s wall time is printed too. Then the
 latency from publish to the recording transaction at a steady 1,000 events/s (p50/p99),
-and the peak RSS of the service process.
+and the peak RSS of the service process. Also (c) with two write batches in flight
+(``TASKLEDGER_WRITE_PIPELINE=2``), and the CPU each party spent per event (``bench/cpu.py``:
+the consumer process, RabbitMQ's VM, the PostgreSQL server; (c)'s figures minus a run on
+an empty queue, so start-up does not count) with the rate those CPU seconds allow on
+this machine's cores: when the three share few cores, their sum, not any one of them,
+bounds the drain.
 
 Usage: python bench/consumer_throughput.py [--events N] [--quick]
 """
@@ -42,6 +47,7 @@ from bench.common import (  # noqa: E402
     publish_backlog,
     rss_of,
 )
+from bench.cpu import CpuSample, postmaster_of, sample  # noqa: E402
 from consumer.audit.handler import AuditHandler  # noqa: E402
 from consumer.broker import Names  # noqa: E402
 from consumer.core.childenv import child_env as cli_env  # noqa: E402
@@ -141,8 +147,9 @@ async def baseline(settings: Settings, n: int) -> float:
 
 def service_burst(
     settings: Settings, *, chain: bool = True, pipeline: int | None = None
-) -> tuple[float, int]:
-    """(c) `taskledger run --only audit --burst`; returns (wall seconds, peak RSS bytes).
+) -> tuple[float, int, float]:
+    """(c) `taskledger run --only audit --burst`; returns (wall seconds, peak RSS bytes,
+    CPU seconds of the process).
 
     ``pipeline`` sets ``TASKLEDGER_WRITE_PIPELINE`` (default: the service's own)."""
     started = time.perf_counter()
@@ -158,7 +165,25 @@ def service_burst(
     err = proc.stderr.read().decode()
     if proc.returncode != 0:
         raise SystemExit(f"taskledger run failed ({proc.returncode}):\n{err[-2000:]}")
-    return time.perf_counter() - started, usage.ru_maxrss * 1024
+    return time.perf_counter() - started, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+
+
+async def postmaster(settings: Settings) -> int | None:
+    """The pid of the PostgreSQL server behind ``settings`` (for its CPU time)."""
+    conn = await db.connect(settings.dsn)
+    try:
+        return postmaster_of(str(await conn.fetchval("SHOW data_directory")))
+    finally:
+        await conn.close()
+
+
+def cpu_per_event(before: CpuSample, after: CpuSample, own: float, n: int) -> dict[str, float]:
+    """Microseconds of CPU per event: ours, the broker's, the database server's."""
+    return {
+        "consumer_us": round(own / n * 1e6, 1),
+        "broker_us": round((after.broker - before.broker) / n * 1e6, 1),
+        "database_us": round((after.database - before.database) / n * 1e6, 1),
+    }
 
 
 async def ledger_span(settings: Settings) -> tuple[int, float]:
@@ -223,16 +248,28 @@ async def main(events: int, latency_seconds: int) -> dict[str, Any]:
     n = len(messages)
     results: dict[str, Any] = {"events": n}
     async with fresh_database() as settings:
+        pm = await postmaster(settings)
         await publish_backlog(settings, messages)
+        before, own = sample(pm), time.process_time()
         results["a_aio_pika"] = await drain_aio_pika(settings, n)
+        results["a_cpu"] = cpu_per_event(before, sample(pm), time.process_time() - own, n)
         await publish_backlog(settings, messages)
         results["a_aiormq"] = await drain_aiormq(settings, n)
     async with fresh_database() as settings:
         await publish_backlog(settings, messages)
         results["b_baseline"] = await baseline(settings, n)
+    async with fresh_database() as settings:  # start-up and idle exit alone, to subtract
+        before = sample(pm)
+        _, _, idle_own = service_burst(settings)
+        await asyncio.sleep(0.5)  # the server reaps the exited backends
+        idle = cpu_per_event(before, sample(pm), idle_own, 1)
     async with fresh_database() as settings:
         await publish_backlog(settings, messages)
-        wall, rss = service_burst(settings)
+        before = sample(pm)
+        wall, rss, own = service_burst(settings)
+        await asyncio.sleep(0.5)
+        used = cpu_per_event(before, sample(pm), own, 1)
+        results["c_cpu"] = {k: round((used[k] - idle[k]) / n, 1) for k in used}
         rows, span = await ledger_span(settings)
         distinct = len({orjson.loads(b)["id"] for _, b in messages})
         assert rows == distinct, f"ledger has {rows} rows, expected {distinct}"
@@ -241,9 +278,9 @@ async def main(events: int, latency_seconds: int) -> dict[str, Any]:
         results["c_peak_rss_bytes"] = rss
     async with fresh_database() as settings:
         await publish_backlog(settings, messages)
-        service_burst(settings, pipeline=1)
+        service_burst(settings, pipeline=2)
         _, span = await ledger_span(settings)
-        results["c_service_one_in_flight"] = n / span
+        results["c_service_two_in_flight"] = n / span
     async with fresh_database() as settings:
         await publish_backlog(settings, messages)
         service_burst(settings, chain=False)
@@ -254,6 +291,8 @@ async def main(events: int, latency_seconds: int) -> dict[str, Any]:
     limit = results["a_aio_pika"]
     results["a_limit"] = limit
     results["c_over_a"] = results["c_service"] / limit
+    cores = os.cpu_count() or 1
+    results["c_cpu_bound"] = cores * 1e6 / sum(results["c_cpu"].values())
     results["c_over_transport"] = results["c_service"] / results["a_aiormq"]
     results["c_over_b"] = results["c_service"] / results["b_baseline"]
     results["chain_cost"] = 1 - results["c_service"] / results["c_service_without_chain"]
@@ -263,12 +302,17 @@ async def main(events: int, latency_seconds: int) -> dict[str, Any]:
         ("(b) baseline, 1 tx + 1 ack per message", f"{results['b_baseline']:,.0f} ev/s"),
         ("(c) taskledger run --burst", f"{results['c_service']:,.0f} ev/s "
                                        f"(wall {wall:.1f}s incl. start-up)"),
-        ("(c) one write batch in flight (WRITE_PIPELINE=1)",
-         f"{results['c_service_one_in_flight']:,.0f} ev/s "
-         f"(c/a {results['c_service_one_in_flight'] / limit:.2f})"),
+        ("(c) two write batches in flight (WRITE_PIPELINE=2)",
+         f"{results['c_service_two_in_flight']:,.0f} ev/s "
+         f"(c/a {results['c_service_two_in_flight'] / limit:.2f})"),
         ("(c) without the hash chain", f"{results['c_service_without_chain']:,.0f} ev/s "
                                        f"(chain costs {results['chain_cost']:.0%}, target <= 10%)"),
         ("c/a (target >= 0.85)", f"{results['c_over_a']:.2f}"),
+        ("CPU per event, µs: consumer / broker / database",
+         " / ".join(f"{results['c_cpu'][k]:.0f}" for k in ("consumer_us", "broker_us", "database_us"))
+         + f" (the limit: {results['a_cpu']['consumer_us']:.0f} / {results['a_cpu']['broker_us']:.0f} / -)"),
+        (f"what {cores} cores allow for (c), from its CPU per event",
+         f"{results['c_cpu_bound']:,.0f} ev/s ({results['c_cpu_bound'] / limit:.2f} of the limit)"),
         ("c/a' (no target; the transport's ceiling)", f"{results['c_over_transport']:.2f}"),
         ("c/b (target >= 6)", f"{results['c_over_b']:.1f}"),
         ("publish->record p50 / p99 at 1,000 ev/s (target p99 <= 100 ms)",
