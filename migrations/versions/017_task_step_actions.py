@@ -25,7 +25,10 @@ the handler there leaves this table alone. Within one statement the actions are 
 per task in ``step_number`` order, in ``task_id`` order across tasks (two concurrent
 batches lock the rows they share in the same order).
 
-The app role may read, insert and update it (the trigger runs as the app role).
+The trigger function runs as the owner (SECURITY DEFINER, search_path fixed): the app role
+may only read the table, so it cannot change what the intent filter finds. The migration
+locks ``execution_logs`` against writers first, so no step commits between the backfill
+and the trigger.
 
 Revision ID: 017_task_step_actions
 Revises: 016_orphan_dispatch_state
@@ -50,7 +53,7 @@ TABLE = "task_step_actions"
 
 APPEND_ACTIONS = f"""
 CREATE FUNCTION append_task_step_actions() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     -- only the rows this statement really inserted (a conflict skipped is not here)
     INSERT INTO {TABLE} AS a (task_id, actions)
@@ -75,6 +78,8 @@ def app_role() -> str:
 
 
 def upgrade() -> None:
+    # No step commits between the backfill and the trigger (released at commit).
+    op.execute("LOCK TABLE execution_logs IN SHARE ROW EXCLUSIVE MODE")
     op.create_table(
         TABLE,
         sa.Column("task_id", sa.Uuid(), nullable=False),
@@ -96,7 +101,7 @@ def upgrade() -> None:
         "REFERENCING NEW TABLE AS new_steps "
         "FOR EACH STATEMENT EXECUTE FUNCTION append_task_step_actions()"
     )
-    op.execute(f"GRANT SELECT, INSERT, UPDATE ON {TABLE} TO {app_role()}")
+    op.execute(f"GRANT SELECT ON {TABLE} TO {app_role()}")
 
 
 def downgrade() -> None:

@@ -313,11 +313,7 @@ async def _seed_ledger(pool: asyncpg.Pool) -> dict[str, uuid.UUID]:
             "INSERT INTO ledger_task_terminals (task_id, event_id, seq) "
             "SELECT task_id, event_id, seq FROM event_ledger WHERE event_type = 'task.completed'"
         )
-        await conn.execute(
-            "INSERT INTO ledger_task_dispatches (task_id, event_id, seq, received_at, requested_at) "
-            "SELECT task_id, event_id, seq, received_at, event_time FROM event_ledger "
-            "WHERE event_type = 'dispatch.requested'"
-        )
+        # ledger_task_dispatches: filled by 016's trigger on event_ledger
     # One orphan of each kind, through the seed's insert (derived rows included).
     async with pool.acquire() as conn, conn.transaction():
         at = datetime.now(UTC) - timedelta(days=2)

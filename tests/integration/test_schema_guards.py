@@ -56,22 +56,20 @@ async def insert_append_only_rows(conn: Executor) -> uuid.UUID:
         """
         INSERT INTO event_ledger (event_id, event_type, source, task_id, event_time,
                                   schema_version, envelope)
-        VALUES ($1, 'task.started', 'agents/infra-1', $2, now(), 1, '{}'::jsonb)
+        VALUES ($1, 'task.started', 'agents/infra-1', $2, now(), 1, '{}'::jsonb),
+               ($3, 'dispatch.requested', 'orchestrator', $2, now(), 1, '{}'::jsonb)
         """,
         uuid.uuid4(),
         task_id,
-    )
+        uuid.uuid4(),
+    )  # 016: the trigger puts the dispatch request in ledger_task_dispatches
     await conn.execute(  # 013: its id, as the insert path claims it
         "INSERT INTO ledger_event_ids (event_id, seq, received_at) "
         "SELECT event_id, seq, received_at FROM event_ledger"
     )
     await conn.execute(  # 015: a first terminal event (here only a row to guard)
         "INSERT INTO ledger_task_terminals (task_id, event_id, seq) "
-        "SELECT task_id, event_id, seq FROM event_ledger"
-    )
-    await conn.execute(  # 016: a first dispatch request (here only a row to guard)
-        "INSERT INTO ledger_task_dispatches (task_id, event_id, seq, received_at, requested_at) "
-        "SELECT task_id, event_id, seq, received_at, event_time FROM event_ledger"
+        "SELECT task_id, event_id, seq FROM event_ledger WHERE event_type = 'task.started'"
     )
     await conn.execute(
         """
@@ -186,7 +184,10 @@ async def test_append_only_rows_cannot_be_updated_or_deleted(pool: asyncpg.Pool)
             expected = f"{verb} not allowed on append-only table {table}"
             with pytest.raises(ImmutableRecord, match=expected), translate_errors():
                 await pool.execute(statement)
-        assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 1
+        rows = (
+            2 if table in ("event_ledger", "ledger_event_ids") else 1
+        )  # a task + a dispatch event
+        assert await pool.fetchval(f"SELECT count(*) FROM {table}") == rows
         assert await pool.fetchval(f"SELECT count(*) FROM {table} WHERE {column} = 'tampered'") == 0
 
 
@@ -237,7 +238,8 @@ async def test_app_role_can_do_its_work(pool: asyncpg.Pool) -> None:
         await conn.execute(
             "UPDATE tasks SET status = 'approved', approved_by = 'ops' WHERE task_id = $1", pending
         )
-        assert await conn.fetchval("SELECT count(*) FROM event_ledger") == 1
+        assert await conn.fetchval("SELECT count(*) FROM event_ledger") == 2
+        assert await conn.fetchval("SELECT count(*) FROM ledger_task_dispatches") == 1
         assert await conn.fetchval("SELECT version_num FROM alembic_version") is not None
     assert await pool.fetchval("SELECT status FROM tasks WHERE task_id = $1", pending) == "approved"
     assert await pool.fetchval("SELECT count(*) FROM tasks WHERE task_id = $1", new_task) == 1
@@ -265,6 +267,13 @@ DENIED_TO_APP = [
     # PostgreSQL 15 revoked CREATE on schema public from PUBLIC; the app role gets none.
     "CREATE TABLE public.sneaky (id int)",
     "DELETE FROM alembic_version",
+    # 016/017: derived state only the owner's triggers write (an app role that could
+    # would empty the orphan check or change what the intent filter finds)
+    "DELETE FROM ledger_taskless_events",
+    "INSERT INTO ledger_taskless_events VALUES (gen_random_uuid(), 1, now())",
+    "INSERT INTO ledger_task_dispatches VALUES (gen_random_uuid(), gen_random_uuid(), 1, now(), now())",
+    "UPDATE task_step_actions SET actions = 'tampered'",
+    "DELETE FROM task_step_actions",
 ]
 
 
@@ -279,7 +288,7 @@ async def test_app_role_lacks_privileges(pool: asyncpg.Pool) -> None:
             continue
         allowed.append(statement)
     assert allowed == [], f"the app role was allowed: {allowed}"
-    assert await pool.fetchval("SELECT count(*) FROM event_ledger") == 1
+    assert await pool.fetchval("SELECT count(*) FROM event_ledger") == 2
     assert await pool.fetchval("SELECT to_regclass('public.sneaky')") is None
 
 

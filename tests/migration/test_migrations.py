@@ -60,6 +60,7 @@ OUR_FUNCTIONS = {
     "create_ledger_partition",
     "ensure_ledger_partitions",
     "forget_taskless_events",
+    "track_new_ledger_events",
     "append_task_step_actions",
 }
 

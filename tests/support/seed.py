@@ -69,8 +69,7 @@ async def add_event(
 ) -> UUID:
     """Insert one ledger row as the audit consumer records it (with its id claimed in
     ``ledger_event_ids`` and, for a task's first terminal event, ``ledger_task_terminals``;
-    016: a task's first dispatch request in ``ledger_task_dispatches``, a task event whose
-    task has no row yet in ``ledger_taskless_events``)."""
+    the trigger of 016 fills ``ledger_task_dispatches`` and ``ledger_taskless_events``)."""
     event_id = event_id or uuid4()
     await conn.execute(
         """WITH row AS (
@@ -88,17 +87,8 @@ async def add_event(
                WHERE conflict_with IS NULL
                  AND event_type IN ('task.completed', 'task.failed', 'task.rejected')
                ON CONFLICT (task_id) DO NOTHING
-           ), dispatches AS (
-               INSERT INTO ledger_task_dispatches
-                   (task_id, event_id, seq, received_at, requested_at)
-               SELECT task_id, event_id, seq, received_at, event_time FROM row
-               WHERE event_type = 'dispatch.requested'
-               ON CONFLICT (task_id) DO NOTHING
            )
-           INSERT INTO ledger_taskless_events (task_id, seq, received_at)
-           SELECT task_id, seq, received_at FROM row
-           WHERE event_type LIKE 'task.%'
-             AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = row.task_id)""",
+           SELECT 1""",
         event_id,
         event_type,
         source,

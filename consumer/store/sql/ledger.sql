@@ -9,10 +9,8 @@ SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT k FROM unnest($1::bigint[]
 -- listed in ledger_unsealed (012) with its write batch (the batch's first seq), its digest
 -- (the canonical text of ledger_row_digest() in migration 006, written inline: ~3x faster)
 -- and $9 the batch's flush trigger, in the same transaction and without a lock: the sealer
--- (consumer/ledger/sealer.py) chains the digests after commit. 016: a task's first
--- dispatch.requested goes to ledger_task_dispatches, and a task.* event whose task has no
--- tasks row (yet) to ledger_taskless_events (the trigger on tasks forgets it when the row
--- is created): the state the dispatches and orphans listings read instead of the ledger.
+-- (consumer/ledger/sealer.py) chains the digests after commit. 016: a trigger on
+-- event_ledger keeps ledger_task_dispatches and ledger_taskless_events for every writer.
 WITH numbered AS (  -- the first copy of each id, numbered in batch order: one nextval per row
     SELECT f.event_id, f.n, nextval('event_ledger_seq_seq') AS seq, now() AS received_at
     FROM (SELECT DISTINCT ON (i.event_id) i.event_id, i.n
@@ -36,7 +34,7 @@ WITH numbered AS (  -- the first copy of each id, numbered in batch order: one n
                               body, conflict_with, n)
     JOIN numbered AS r ON r.n = e.n
     JOIN keys AS k ON k.event_id = r.event_id
-    RETURNING event_id, seq, received_at, event_type, task_id, conflict_with, event_time,
+    RETURNING event_id, seq, received_at, event_type, task_id, conflict_with,
               CASE WHEN $10::boolean THEN sha256(convert_to(
         seq::text || '|' || event_id::text || '|' || event_type || '|' || source
         || '|' || coalesce(task_id::text, '')
@@ -53,19 +51,6 @@ WITH numbered AS (  -- the first copy of each id, numbered in batch order: one n
     WHERE task_id IS NOT NULL AND conflict_with IS NULL
       AND event_type IN ('task.completed', 'task.failed', 'task.rejected')
     ON CONFLICT (task_id) DO NOTHING
-), dispatches AS (  -- 016: a task's first dispatch.requested (the dispatches listing)
-    INSERT INTO ledger_task_dispatches (task_id, event_id, seq, received_at, requested_at)
-    SELECT DISTINCT ON (i.task_id) i.task_id, i.event_id, i.seq, i.received_at, i.event_time
-    FROM ins AS i
-    WHERE i.task_id IS NOT NULL AND i.event_type = 'dispatch.requested'
-    ORDER BY i.task_id, i.seq
-    ON CONFLICT (task_id) DO NOTHING
-), taskless AS (  -- 016: task events whose task has no row yet (the orphans listing);
-                  -- the trigger on tasks forgets them when the row is created
-    INSERT INTO ledger_taskless_events (task_id, seq, received_at)
-    SELECT i.task_id, i.seq, i.received_at FROM ins AS i
-    WHERE i.task_id IS NOT NULL AND i.event_type LIKE 'task.%'
-      AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = i.task_id)
 )
 SELECT event_id, seq FROM ins
 
