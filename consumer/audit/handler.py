@@ -44,23 +44,36 @@ class AuditHandler:
             {e.task_id for e in events if e.type in LIFECYCLE_TYPES and e.task_id}
         )
         created: list[uuid.UUID] = []
+        waiting: list[asyncpg.Record] = []
         if lifecycle_tasks:
+            # what a task created now must catch up on, read before its row exists (016)
+            waiting = await conn.fetch(q("taskless_keys"), lifecycle_tasks)
             created = await self._project(conn, lifecycle_tasks)
+        new_rows = set(created)
+        caught = [w for w in waiting if w["task_id"] in new_rows]
+        keys = ([w["seq"] for w in caught], [w["received_at"] for w in caught])
         step_ids = [e.id for e in events if e.type == EventType.TASK_STEP]
-        if step_ids or created:
-            await conn.execute(q("insert_steps"), step_ids, created)
-        await self._suggestions(conn, events, created)
+        if step_ids or caught:
+            await conn.execute(q("insert_steps_by_key"), step_ids, *keys)
+        await self._suggestions(conn, events, created, keys)
 
     async def _suggestions(
-        self, conn: asyncpg.Connection, events: Sequence[Event], created: list[uuid.UUID]
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[Event],
+        created: list[uuid.UUID],
+        keys: tuple[list[int], list[Any]],
     ) -> None:
         """Append suggestions and their resolutions; those that waited for their task (or
-        their suggestion) apply once it exists."""
+        their suggestion) apply once it exists (``keys``: the events that waited for a
+        task created now)."""
         suggested = [e for e in events if e.type == EventType.TASK_SUGGESTED]
         resolved = [e.id for e in events if e.type == EventType.SUGGESTION_RESOLVED]
         appended = 0
-        if suggested or created:
-            status = await conn.execute(q("insert_suggestions"), [e.id for e in suggested], created)
+        if suggested or keys[0]:
+            status = await conn.execute(
+                q("insert_suggestions_by_key"), [e.id for e in suggested], *keys
+            )
             appended = _row_count(status)
         # A waiting resolution applies once its suggestion exists, and a suggestion comes
         # into being only here: with no new suggestion and no resolution in the batch
@@ -74,7 +87,7 @@ class AuditHandler:
     ) -> list[uuid.UUID]:
         """Fold and write the tasks; returns the ids of rows created now."""
         grouped: dict[uuid.UUID, list[LedgerRow]] = defaultdict(list)
-        for record in await conn.fetch(q("lifecycle_events"), task_ids):
+        for record in await conn.fetch(q("lifecycle_events_by_key"), task_ids):
             grouped[record["task_id"]].append(LedgerRow(record))
         current = {r["task_id"]: r for r in await conn.fetch(q("current_tasks"), task_ids)}
         writes: list[tuple[Any, ...]] = []

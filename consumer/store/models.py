@@ -420,6 +420,20 @@ class LedgerTasklessEvent(Base):
     received_at: Mapped[datetime] = mapped_column(TZ)
 
 
+class LedgerTaskLifecycle(Base):
+    """The (seq, received_at) key of each lifecycle event of a task that is not a conflict
+    (018): the audit handler's re-fold reads the ledger rows by these keys, one month
+    each, instead of probing every month partition by ``task_id``.
+
+    Kept by a trigger on ``event_ledger``; append-only; derived state."""
+
+    __tablename__ = "ledger_task_lifecycle"
+
+    task_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(TZ)
+
+
 class TaskStepAction(Base):
     """A task's step actions joined by newlines (017): what the intent filter reads.
 
@@ -502,6 +516,7 @@ APPEND_ONLY_TABLES = (
     "ledger_event_ids",
     "ledger_task_terminals",
     "ledger_task_dispatches",
+    "ledger_task_lifecycle",
     "execution_logs",
     "pause_history",
     "operator_actions",

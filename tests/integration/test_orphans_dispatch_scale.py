@@ -408,3 +408,32 @@ async def test_plans_read_small_state_not_the_ledger(pool: asyncpg.Pool) -> None
         n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "ledger_task_dispatches"
         for n in nodes
     )
+
+
+async def test_the_refold_reads_a_tasks_lifecycle_by_key_not_every_month(
+    pool: asyncpg.Pool,
+) -> None:
+    """018: the audit handler's re-fold (``lifecycle_events_by_key``) returns exactly what
+    the probe of every month (``lifecycle_events``, kept for ``verify``) returns, and
+    reads only the months its tasks' events are in, each by primary key."""
+    await _seed_ledger(pool)
+    filled = await _filled_partitions(pool)
+    newest = await pool.fetch(
+        "SELECT task_id FROM tasks WHERE request_text LIKE 'seeded %' "
+        "ORDER BY created_at DESC LIMIT 3"
+    )
+    tasks = [r["task_id"] for r in newest]
+    by_key = [dict(r) for r in await pool.fetch(q("lifecycle_events_by_key"), tasks)]
+    probed = [dict(r) for r in await pool.fetch(q("lifecycle_events"), tasks)]
+    assert by_key == probed and len(by_key) == 3 * 4  # requested, approved, started, completed
+
+    nodes = await _plan(pool, q("lifecycle_events_by_key"), tasks)
+    read = {
+        n["Relation Name"]
+        for n in nodes
+        if n.get("Relation Name", "").startswith("event_ledger") and n["Actual Loops"] > 0
+    }
+    seq_scans, rows = _ledger_reads(nodes, filled)
+    assert seq_scans == []
+    assert len(filled) >= 3 and len(read) <= 2, f"read {sorted(read)} of {sorted(filled)}"
+    assert rows <= 3 * 5

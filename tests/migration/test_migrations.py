@@ -41,6 +41,7 @@ OUR_TABLES = {
     "ledger_task_terminals",
     "ledger_task_dispatches",
     "ledger_taskless_events",
+    "ledger_task_lifecycle",
     "task_step_actions",
     "task_suggestions",
     "suggestion_resolutions",
@@ -62,6 +63,7 @@ OUR_FUNCTIONS = {
     "forget_taskless_events",
     "track_new_ledger_events",
     "append_task_step_actions",
+    "track_task_lifecycle",
 }
 
 

@@ -8,6 +8,28 @@ WHERE task_id = ANY($1::uuid[])
   AND conflict_with IS NULL
 ORDER BY task_id, seq
 
+-- lifecycle_events_by_key --
+-- The same rows as lifecycle_events, found through their keys in ledger_task_lifecycle (018): only the months between the oldest and the newest key are read (pruned when the plan starts), each by its primary key, not a probe of every month by task_id (the re-fold of every touched task, each batch).
+WITH k AS MATERIALIZED (
+    SELECT x.seq, x.received_at FROM ledger_task_lifecycle AS x WHERE x.task_id = ANY($1::uuid[])
+)
+SELECT l.task_id, l.event_id, l.event_type, l.source, l.event_time, l.envelope -> 'data' AS data
+FROM event_ledger AS l
+WHERE l.seq = ANY(ARRAY(SELECT k.seq FROM k))
+  AND l.received_at >= (SELECT min(k.received_at) FROM k)
+  AND l.received_at <= (SELECT max(k.received_at) FROM k)
+  AND l.task_id = ANY($1::uuid[])
+  AND l.event_type IN ('task.requested', 'task.approved', 'task.started',
+                       'task.completed', 'task.failed', 'task.rejected')
+  AND l.conflict_with IS NULL
+ORDER BY l.task_id, l.seq
+
+-- taskless_keys --
+-- The keys of the task events recorded while these tasks had no row (016): what a task created now must catch up on; read before its row is created (the row's trigger forgets them).
+SELECT task_id, seq, received_at
+FROM ledger_taskless_events
+WHERE task_id = ANY($1::uuid[])
+
 -- current_tasks --
 -- The projected rows as they stand, to write only what changed.
 SELECT task_id, status, approved_at, started_at, completed_at, updated_at, approved_by, agent_id
@@ -67,6 +89,32 @@ WHERE l.event_type = 'task.step'
 ORDER BY l.seq
 ON CONFLICT (event_id, recorded_at) DO NOTHING
 
+-- insert_steps_by_key --
+-- insert_steps for the handler: the steps of this batch ($1, event ids, keyed through ledger_event_ids) and those that waited for a task created now ($2/$3: seq/received_at from taskless_keys), each read by its key, one month partition per row.
+INSERT INTO execution_logs
+    (log_id, event_id, task_id, step_number, agent_type, action, status, output_summary,
+     output_full, duration_ms, timestamp, recorded_at)
+SELECT l.event_id, l.event_id, l.task_id,
+       (l.envelope -> 'data' ->> 'step_number')::numeric::int,  -- 2.0 is an integer too
+       l.envelope -> 'data' ->> 'agent_type',
+       l.envelope -> 'data' ->> 'action',
+       l.envelope -> 'data' ->> 'status',
+       left(l.envelope -> 'data' ->> 'output_summary', 500),
+       NULLIF(l.envelope -> 'data' -> 'output_full', 'null'::jsonb),
+       (l.envelope -> 'data' ->> 'duration_ms')::numeric::int,
+       l.event_time, l.received_at
+FROM (SELECT k.seq, k.received_at FROM ledger_event_ids AS k WHERE k.event_id = ANY($1::uuid[])
+      UNION
+      SELECT w.seq, w.received_at
+      FROM unnest($2::bigint[], $3::timestamptz[]) AS w(seq, received_at)) AS w
+CROSS JOIN LATERAL (SELECT l.* FROM event_ledger AS l
+                    WHERE l.seq = w.seq AND l.received_at = w.received_at
+                      AND l.event_type = 'task.step'
+                    LIMIT 1) AS l  -- one row per key; the LIMIT keeps this a per-key lookup
+JOIN tasks AS t ON t.task_id = l.task_id
+ORDER BY l.seq
+ON CONFLICT (event_id, recorded_at) DO NOTHING
+
 -- insert_suggestions --
 -- Append recorded task.suggested events to task_suggestions once each, for tasks that exist; the n-th suggestion of event E gets the id md5('E:n')::uuid.
 INSERT INTO task_suggestions
@@ -79,6 +127,26 @@ CROSS JOIN LATERAL jsonb_array_elements(l.envelope -> 'data' -> 'suggestions')
     WITH ORDINALITY AS s(item, n)
 WHERE l.event_type = 'task.suggested'
   AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
+ORDER BY l.seq, s.n
+ON CONFLICT (suggestion_id) DO NOTHING
+
+-- insert_suggestions_by_key --
+-- insert_suggestions for the handler: this batch's task.suggested events ($1) and those that waited for a task created now ($2/$3), each read by its key.
+INSERT INTO task_suggestions
+    (suggestion_id, task_id, event_id, position, suggestion, reason, created_at, source)
+SELECT md5(l.event_id::text || ':' || s.n)::uuid, l.task_id, l.event_id, s.n::int,
+       s.item ->> 'suggestion', s.item ->> 'reason', l.event_time, l.source
+FROM (SELECT k.seq, k.received_at FROM ledger_event_ids AS k WHERE k.event_id = ANY($1::uuid[])
+      UNION
+      SELECT w.seq, w.received_at
+      FROM unnest($2::bigint[], $3::timestamptz[]) AS w(seq, received_at)) AS w
+CROSS JOIN LATERAL (SELECT l.* FROM event_ledger AS l
+                    WHERE l.seq = w.seq AND l.received_at = w.received_at
+                      AND l.event_type = 'task.suggested'
+                    LIMIT 1) AS l  -- one row per key; the LIMIT keeps this a per-key lookup
+JOIN tasks AS t ON t.task_id = l.task_id
+CROSS JOIN LATERAL jsonb_array_elements(l.envelope -> 'data' -> 'suggestions')
+    WITH ORDINALITY AS s(item, n)
 ORDER BY l.seq, s.n
 ON CONFLICT (suggestion_id) DO NOTHING
 

@@ -160,7 +160,8 @@ FROM ((SELECT l.seq, l.event_id, l.event_type, l.source, l.task_id, l.event_time
                                   l.event_time, l.received_at
                            FROM event_ledger l
                            WHERE l.seq = w.seq AND l.received_at = w.received_at
-                             AND l.task_id = w.task_id AND l.event_type LIKE 'task.%') AS l
+                             AND l.task_id = w.task_id AND l.event_type LIKE 'task.%'
+                           LIMIT 1) AS l  -- one row per key; LIMIT keeps it a lookup
        ORDER BY w.received_at, w.seq)
       UNION ALL
       (SELECT l.seq, l.event_id, l.event_type, l.source, l.task_id, l.event_time, l.received_at,
