@@ -198,9 +198,13 @@ async def ping(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:
 
 @asynccontextmanager
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """Acquire a connection and run a transaction on it, translating errors."""
+    """Acquire a connection and run a READ COMMITTED transaction on it, translating errors.
+
+    The level is explicit, not the server's default: the writers' ordering rests on it
+    (each statement after the per-task locks sees what the lock's previous holder
+    committed; under REPEATABLE READ the snapshot of the first statement would hide it)."""
     with translate_errors():
-        async with pool.acquire() as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
             yield conn
 
 

@@ -51,7 +51,7 @@ TASKLESS = "ledger_taskless_events"
 
 TRACK_NEW_EVENTS = f"""
 CREATE FUNCTION track_new_ledger_events() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     -- a task's first dispatch.requested (the dispatches listing)
     INSERT INTO {DISPATCHES} (task_id, event_id, seq, received_at, requested_at)
@@ -73,7 +73,7 @@ $$
 
 FORGET_TASKLESS = f"""
 CREATE FUNCTION forget_taskless_events() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     -- the task has a row now (and keeps it: 004 forbids DELETE on tasks)
     DELETE FROM {TASKLESS} WHERE task_id = NEW.task_id;

@@ -53,7 +53,7 @@ TABLE = "task_step_actions"
 
 APPEND_ACTIONS = f"""
 CREATE FUNCTION append_task_step_actions() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     -- only the rows this statement really inserted (a conflict skipped is not here)
     INSERT INTO {TABLE} AS a (task_id, actions)

@@ -46,7 +46,7 @@ LIFECYCLE = (
 
 TRACK = f"""
 CREATE FUNCTION track_task_lifecycle() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
     INSERT INTO {TABLE} (task_id, seq, received_at)
     SELECT n.task_id, n.seq, n.received_at

@@ -305,3 +305,24 @@ async def test_app_role_has_no_create_on_public(pool: asyncpg.Pool) -> None:
     )
     assert role is not None
     assert not any(role.values())
+
+
+async def test_a_temporary_table_cannot_capture_the_derived_rows(pool: asyncpg.Pool) -> None:
+    """The owner's trigger functions (016-018) name their tables with a fixed search_path
+    that puts ``pg_temp`` last: an app-role session with a temporary table of the same
+    name still fills the real one (else it could keep events out of the re-fold and the
+    orphan check)."""
+    task_id = await insert_task(pool, "executing")
+    async with as_app_role(pool) as conn:
+        for table in ("ledger_task_lifecycle", "ledger_taskless_events"):
+            await conn.execute(f"CREATE TEMP TABLE {table} (LIKE public.{table})")
+        await conn.execute(
+            "INSERT INTO event_ledger (event_id, event_type, source, task_id, event_time,"
+            " schema_version, envelope) VALUES ($1, 'task.started', 'agents/a', $2, now(), 1,"
+            " '{}'::jsonb), ($3, 'task.step', 'agents/a', $4, now(), 1, '{}'::jsonb)",
+            uuid.uuid4(), task_id, uuid.uuid4(), uuid.uuid4(),
+        )  # fmt: skip
+        assert await conn.fetchval("SELECT count(*) FROM pg_temp.ledger_task_lifecycle") == 0
+        assert await conn.fetchval("SELECT count(*) FROM pg_temp.ledger_taskless_events") == 0
+        assert await conn.fetchval("SELECT count(*) FROM public.ledger_task_lifecycle") == 1
+        assert await conn.fetchval("SELECT count(*) FROM public.ledger_taskless_events") == 1
