@@ -54,7 +54,7 @@ class AuditHandler:
         keys = ([w["seq"] for w in caught], [w["received_at"] for w in caught])
         step_ids = [e.id for e in events if e.type == EventType.TASK_STEP]
         if step_ids or caught:
-            await conn.execute(q("insert_steps_by_key"), step_ids, *keys)
+            await conn.execute(q("insert_steps"), step_ids, *keys, [])
         await self._suggestions(conn, events, created, keys)
 
     async def _suggestions(
@@ -72,7 +72,7 @@ class AuditHandler:
         appended = 0
         if suggested or keys[0]:
             status = await conn.execute(
-                q("insert_suggestions_by_key"), [e.id for e in suggested], *keys
+                q("insert_suggestions"), [e.id for e in suggested], *keys
             )
             appended = _row_count(status)
         # A waiting resolution applies once its suggestion exists, and a suggestion comes

@@ -229,10 +229,10 @@ def _task_finding(
 
 
 async def _project_steps(scratch: _Scratch, ids: list[uuid.UUID], found: Collector) -> None:
-    if await scratch.attempt(q("insert_steps"), [], ids) is None:
+    if await scratch.attempt(q("insert_steps"), [], [], [], ids) is None:
         return
     for task_id in ids:
-        error = await scratch.attempt(q("insert_steps"), [], [task_id])
+        error = await scratch.attempt(q("insert_steps"), [], [], [], [task_id])
         if error is not None:
             found.add(Finding(kind="steps_unprojectable", task_id=str(task_id),
                               detail=f"task {task_id}: its task.step events do not project ({error})"))  # fmt: skip

@@ -322,7 +322,7 @@ async def test_steps_are_recorded_once_in_their_events_month(pool: asyncpg.Pool)
             await AuditHandler().apply(conn, new)
     task_id = events[0].task_id
     async with db.transaction(pool) as conn:  # a re-projection of every step of the task
-        await conn.execute(db.q("insert_steps"), [], [task_id])
+        await conn.execute(db.q("insert_steps"), [], [], [], [task_id])
     rows = await pool.fetch(
         "SELECT e.event_id, e.tableoid::regclass::text AS part, e.recorded_at, l.received_at "
         "FROM execution_logs e JOIN event_ledger l USING (event_id) WHERE e.task_id = $1",

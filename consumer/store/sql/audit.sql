@@ -69,28 +69,7 @@ ON CONFLICT (task_id) DO UPDATE SET
 WHERE t.status NOT IN ('completed', 'failed', 'rejected')
 
 -- insert_steps --
--- Project recorded task.step events into execution_logs once each, for tasks that exist; recorded_at is the event's received_at (013: same month partition as its event, and (event_id, recorded_at) unique as event_id is). 017: the trigger on execution_logs appends the actions of the rows really inserted to task_step_actions (a re-delivered step, skipped here, is not appended again).
-INSERT INTO execution_logs
-    (log_id, event_id, task_id, step_number, agent_type, action, status, output_summary,
-     output_full, duration_ms, timestamp, recorded_at)
-SELECT l.event_id, l.event_id, l.task_id,
-       (l.envelope -> 'data' ->> 'step_number')::numeric::int,  -- 2.0 is an integer too
-       l.envelope -> 'data' ->> 'agent_type',
-       l.envelope -> 'data' ->> 'action',
-       l.envelope -> 'data' ->> 'status',
-       left(l.envelope -> 'data' ->> 'output_summary', 500),
-       NULLIF(l.envelope -> 'data' -> 'output_full', 'null'::jsonb),
-       (l.envelope -> 'data' ->> 'duration_ms')::numeric::int,
-       l.event_time, l.received_at
-FROM event_ledger AS l
-JOIN tasks AS t ON t.task_id = l.task_id
-WHERE l.event_type = 'task.step'
-  AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
-ORDER BY l.seq
-ON CONFLICT (event_id, recorded_at) DO NOTHING
-
--- insert_steps_by_key --
--- insert_steps for the handler: the steps of this batch ($1, event ids, keyed through ledger_event_ids) and those that waited for a task created now ($2/$3: seq/received_at from taskless_keys), each read by its key, one month partition per row.
+-- Project recorded task.step events into execution_logs once each, for tasks that exist: those with ids $1 (the handler's batch, keyed through ledger_event_ids), those at keys $2/$3 (seq/received_at: steps that waited for a task created now, from taskless_keys), and every step of tasks $4 (verify's replay; the handler passes none). Each row is read by its key, one month partition per row; recorded_at is the event's received_at (013). 017: the trigger on execution_logs appends the actions of the rows really inserted to task_step_actions (a re-delivered step, skipped here, is not appended again).
 INSERT INTO execution_logs
     (log_id, event_id, task_id, step_number, agent_type, action, status, output_summary,
      output_full, duration_ms, timestamp, recorded_at)
@@ -106,7 +85,10 @@ SELECT l.event_id, l.event_id, l.task_id,
 FROM (SELECT k.seq, k.received_at FROM ledger_event_ids AS k WHERE k.event_id = ANY($1::uuid[])
       UNION
       SELECT w.seq, w.received_at
-      FROM unnest($2::bigint[], $3::timestamptz[]) AS w(seq, received_at)) AS w
+      FROM unnest($2::bigint[], $3::timestamptz[]) AS w(seq, received_at)
+      UNION
+      SELECT a.seq, a.received_at FROM event_ledger AS a
+      WHERE a.task_id = ANY($4::uuid[]) AND a.event_type = 'task.step') AS w
 CROSS JOIN LATERAL (SELECT l.* FROM event_ledger AS l
                     WHERE l.seq = w.seq AND l.received_at = w.received_at
                       AND l.event_type = 'task.step'
@@ -116,22 +98,7 @@ ORDER BY l.seq
 ON CONFLICT (event_id, recorded_at) DO NOTHING
 
 -- insert_suggestions --
--- Append recorded task.suggested events to task_suggestions once each, for tasks that exist; the n-th suggestion of event E gets the id md5('E:n')::uuid.
-INSERT INTO task_suggestions
-    (suggestion_id, task_id, event_id, position, suggestion, reason, created_at, source)
-SELECT md5(l.event_id::text || ':' || s.n)::uuid, l.task_id, l.event_id, s.n::int,
-       s.item ->> 'suggestion', s.item ->> 'reason', l.event_time, l.source
-FROM event_ledger AS l
-JOIN tasks AS t ON t.task_id = l.task_id
-CROSS JOIN LATERAL jsonb_array_elements(l.envelope -> 'data' -> 'suggestions')
-    WITH ORDINALITY AS s(item, n)
-WHERE l.event_type = 'task.suggested'
-  AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
-ORDER BY l.seq, s.n
-ON CONFLICT (suggestion_id) DO NOTHING
-
--- insert_suggestions_by_key --
--- insert_suggestions for the handler: this batch's task.suggested events ($1) and those that waited for a task created now ($2/$3), each read by its key.
+-- Append recorded task.suggested events to task_suggestions once each, for tasks that exist: this batch's ($1, ids) and those that waited for a task created now ($2/$3, keys), each read by its key; the n-th suggestion of event E gets the id md5('E:n')::uuid.
 INSERT INTO task_suggestions
     (suggestion_id, task_id, event_id, position, suggestion, reason, created_at, source)
 SELECT md5(l.event_id::text || ':' || s.n)::uuid, l.task_id, l.event_id, s.n::int,
