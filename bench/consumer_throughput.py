@@ -11,8 +11,7 @@
 Rates are events per second over the consumption span (first to last event handled), so
 process start-up does not count against anyone; (c)'s wall time is printed too. Then the
 latency from publish to the recording transaction at a steady 1,000 events/s (p50/p99),
-and the peak RSS of the service process. Also (c) with two write batches in flight
-(``TASKLEDGER_WRITE_PIPELINE=2``), and the CPU each party spent per event (``bench/cpu.py``:
+and the peak RSS of the service process. Also the CPU each party spent per event (``bench/cpu.py``:
 the consumer process, RabbitMQ's VM, the PostgreSQL server; (c)'s figures minus a run on
 an empty queue, so start-up does not count) with the rate those CPU seconds allow on
 this machine's cores: when the three share few cores, their sum, not any one of them,
@@ -145,16 +144,11 @@ async def baseline(settings: Settings, n: int) -> float:
         await pool.close()
 
 
-def service_burst(
-    settings: Settings, *, chain: bool = True, pipeline: int | None = None
-) -> tuple[float, int, float]:
+def service_burst(settings: Settings, *, chain: bool = True) -> tuple[float, int, float]:
     """(c) `taskledger run --only audit --burst`; returns (wall seconds, peak RSS bytes,
-    CPU seconds of the process).
-
-    ``pipeline`` sets ``TASKLEDGER_WRITE_PIPELINE`` (default: the service's own)."""
+    CPU seconds of the process)."""
     started = time.perf_counter()
-    extra = {} if pipeline is None else {"TASKLEDGER_WRITE_PIPELINE": str(pipeline)}
-    env = cli_env(settings, TASKLEDGER_LEDGER_CHAIN=str(chain).lower(), **extra)
+    env = cli_env(settings, TASKLEDGER_LEDGER_CHAIN=str(chain).lower())
     proc = subprocess.Popen(
         [sys.executable, "-m", "consumer.cli", "run", "--only", "audit", "--burst"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -278,11 +272,6 @@ async def main(events: int, latency_seconds: int) -> dict[str, Any]:
         results["c_peak_rss_bytes"] = rss
     async with fresh_database() as settings:
         await publish_backlog(settings, messages)
-        service_burst(settings, pipeline=2)
-        _, span = await ledger_span(settings)
-        results["c_service_two_in_flight"] = n / span
-    async with fresh_database() as settings:
-        await publish_backlog(settings, messages)
         service_burst(settings, chain=False)
         _, span = await ledger_span(settings)
         results["c_service_without_chain"] = n / span
@@ -303,9 +292,6 @@ async def main(events: int, latency_seconds: int) -> dict[str, Any]:
         ("(b) baseline, 1 tx + 1 ack per message", f"{results['b_baseline']:,.0f} ev/s"),
         ("(c) taskledger run --burst", f"{results['c_service']:,.0f} ev/s "
                                        f"(wall {wall:.1f}s incl. start-up)"),
-        ("(c) two write batches in flight (WRITE_PIPELINE=2)",
-         f"{results['c_service_two_in_flight']:,.0f} ev/s "
-         f"(c/a {results['c_service_two_in_flight'] / limit:.2f})"),
         ("(c) without the hash chain", f"{results['c_service_without_chain']:,.0f} ev/s "
                                        f"(chain costs {results['chain_cost']:.0%}, target <= 10%)"),
         ("c/a (target >= 0.85)", f"{results['c_over_a']:.2f}"),

@@ -79,8 +79,6 @@ class CapacityHandler:
     """Admission and the pause queue; hosted by the runner on ``<prefix>.capacity``."""
 
     name = "capacity"
-    #: Admission decisions depend on the order they are taken in: one batch at a time.
-    pipelined = False
 
     def __init__(
         self,

@@ -31,8 +31,6 @@ class AuditHandler:
     """Projects ``task.*`` events into ``tasks`` and ``execution_logs``."""
 
     name = "audit"
-    #: Projections are re-folded from the ledger: batches may commit in either order.
-    pipelined = True
 
     def queue(self, names: Names) -> str:
         """The audit queue."""
@@ -71,9 +69,7 @@ class AuditHandler:
         resolved = [e.id for e in events if e.type == EventType.SUGGESTION_RESOLVED]
         appended = 0
         if suggested or keys[0]:
-            status = await conn.execute(
-                q("insert_suggestions"), [e.id for e in suggested], *keys
-            )
+            status = await conn.execute(q("insert_suggestions"), [e.id for e in suggested], *keys)
             appended = _row_count(status)
         # A waiting resolution applies once its suggestion exists, and a suggestion comes
         # into being only here: with no new suggestion and no resolution in the batch

@@ -88,14 +88,6 @@ class Settings(BaseSettings):
     batch_linger_ms: int = Field(
         default=20, ge=0, description="Flush a partial batch after this long."
     )
-    write_pipeline: int = Field(
-        default=1,
-        ge=1,
-        le=8,
-        description="Write batches of the audit handler in flight at once, acknowledged in "
-        "order; a batch sharing a task with one in flight waits for it. 1 (one at a time) "
-        "unless the database is remote: on a host it shares, 2 measured no faster.",
-    )
     retry_delays_ms: list[int] = Field(
         default=[1000, 10000, 60000],
         description="Delays of the retry queues for failures that may pass.",

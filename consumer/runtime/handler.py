@@ -41,10 +41,6 @@ class Handler(Protocol):
 
     #: "audit" or "capacity"; also the label of its metrics.
     name: str
-    #: True when :meth:`apply` gives the same result whatever order two write batches
-    #: commit in (it re-folds from the ledger), so the runner may keep up to
-    #: ``settings.write_pipeline`` batch transactions in flight; False: one at a time.
-    pipelined: bool
 
     def queue(self, names: Names) -> str:
         """The queue this handler consumes."""

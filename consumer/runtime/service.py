@@ -17,7 +17,6 @@ from functools import partial
 from consumer.broker.topology import Names
 from consumer.core.errors import TaskledgerError
 from consumer.core.settings import Settings, redact_text
-from consumer.runtime.batcher import pipeline_depth
 from consumer.runtime.handler import Handler, ServiceContext
 from consumer.runtime.runner import Runner
 from consumer.store import db
@@ -127,10 +126,7 @@ async def run_service(
     stopping = stopping or asyncio.Event()
     hosted = list(handlers) if handlers is not None else make_handlers(only)
     # min_size=0: starting while PostgreSQL is down is fine; writes retry until it is back.
-    # One connection per batch a handler may have in flight, one more per handler for its
-    # background loops, and two for the sealer and the partition loop.
-    size = 2 + sum(pipeline_depth(settings, h) + 1 for h in hosted)
-    pool = await db.create_pool(settings.dsn, min_size=0, max_size=size)
+    pool = await db.create_pool(settings.dsn, min_size=0, max_size=2 + 2 * len(hosted))
     ctx = ServiceContext(settings=settings, pool=pool, names=Names(settings.prefix),
                          stopping=stopping, burst=burst)  # fmt: skip
     runners = [Runner(settings, h, pool, stopping, burst=burst) for h in hosted]
