@@ -209,7 +209,8 @@ def verify(
     that differs from its events, or --expect-head not found in the chain. Exit 5:
     nothing altered, but some rows are not sealed (written with
     TASKLEDGER_LEDGER_CHAIN=false, or inserted around the service), or are waiting for
-    the sealer longer than TASKLEDGER_SEAL_BOUND_S (rows waiting less are pending: exit 0).
+    the sealer longer than TASKLEDGER_SEAL_BOUND_S (rows waiting less are pending: exit 0),
+    or have no dedup key in ledger_event_ids (unkeyed).
     Each run is recorded as the operator action 'verify' (shown on the console's overview).
     """
     from rich.progress import Progress

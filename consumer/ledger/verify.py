@@ -17,6 +17,8 @@ recomputes, in Python, each row's digest and each link's hash, and reports:
 - ``removed``: a sealed row that is gone, or a row listed for the sealer that is gone;
 - ``link_altered`` / ``link_broken`` / ``link_malformed``: a link whose hash does not
   recompute, that does not follow its predecessor, or whose arrays are unusable;
+- ``unkeyed``: a row whose id has no row in ``ledger_event_ids`` naming it (019: ids
+  are deduplicated and looked up only through that table); a warning (exit 5);
 - ``anchor_missing``: ``--expect-head HEX`` is not a link of the current chain (the
   newest links were removed, or the chain was rewritten and recomputed);
 - projection findings (:mod:`consumer.ledger.verify_projections`).
@@ -44,8 +46,10 @@ from consumer.store.db import q, translate_errors
 
 #: Findings kept per kind; beyond, they are only counted (``VerifyReport.counts``).
 KEEP_PER_KIND = 1000
-#: Findings that are warnings, not evidence of tampering.
-WARNING_KINDS = frozenset({"unsealed", "seal_overdue"})
+#: Findings that are warnings, not evidence of tampering (an ``unkeyed`` row was, like an
+#: unsealed one, most likely inserted around the service: its content is what the chain
+#: says, but its id is missing from the key table that deduplicates and finds ids).
+WARNING_KINDS = frozenset({"unsealed", "seal_overdue", "unkeyed"})
 _PREFETCH = 64
 
 
@@ -86,7 +90,8 @@ class VerifyReport(BaseModel):
 
     @property
     def tampered(self) -> bool:
-        """True when a finding proves a change (anything but unsealed or overdue rows)."""
+        """True when a finding proves a change (anything but the warnings: unsealed, overdue
+        or unkeyed rows)."""
         return any(kind not in WARNING_KINDS for kind in self.counts)
 
     @property
@@ -97,7 +102,7 @@ class VerifyReport(BaseModel):
     @property
     def exit_code(self) -> int:
         """0 intact (pending rows allowed), 1 tampered (or the anchor is missing), 5 only
-        unsealed or overdue rows."""
+        warnings (unsealed, overdue or unkeyed rows)."""
         if self.tampered:
             return 1
         return 5 if self.counts else 0
@@ -303,6 +308,14 @@ async def _walk_rows(
         at = marker["seq"]
         found.add(Finding(kind="removed", seq=at,
                           detail=f"row {at}, listed for the sealer, is gone"))  # fmt: skip
+    async for row in conn.cursor(q("verify_unkeyed_rows"), prefetch=_PREFETCH):
+        seq, key = row["seq"], row["key_seq"]
+        where = "no key" if key is None else f"a key naming row {key}"
+        found.add(Finding(
+            kind="unkeyed", seq=seq, event_id=row["event_id"],
+            detail=f"row {seq} (event {row['event_id']}) has {where} in ledger_event_ids: "
+            "a re-delivery of this id would not be recognised as a duplicate",
+        ))  # fmt: skip
     return counted
 
 

@@ -166,11 +166,11 @@ class LedgerEvent(Base):
     """Every accepted event, stored once, keyed by its CloudEvents id (the inbox).
 
     013: partitioned by month of ``received_at`` (``event_ledger_pYYYYMM`` and a default
-    partition); the id is unique through :class:`LedgerEventId`, which outlives archiving."""
+    partition); the id is unique through :class:`LedgerEventId`, which outlives archiving,
+    and found through it (019: no index on ``event_id`` here)."""
 
     __tablename__ = "event_ledger"
     __table_args__ = (
-        Index("ix_event_ledger_event_id", "event_id"),
         Index("ix_event_ledger_task_id", "task_id", "seq"),
         Index("ix_event_ledger_event_type_received_at", "event_type", "received_at"),
         {"postgresql_partition_by": "RANGE (received_at)"},

@@ -86,10 +86,43 @@ async def test_removed_and_inserted_rows_are_reported(
     report = await verify_db(settings)
     kinds = sorted((f.kind, f.seq or 0) for f in report.findings)
     inserted = max(r["seq"] for r in await pool.fetch("SELECT seq FROM event_ledger"))
-    # the removed row was a task.step: its execution_logs row now has no event behind it
-    assert kinds == sorted([("removed", gone), ("unsealed", inserted), ("step_extra", 0)])
+    # the removed row was a task.step: its execution_logs row now has no event behind it;
+    # the inserted one has no seal and no key in ledger_event_ids (019)
+    assert kinds == sorted(
+        [("removed", gone), ("unsealed", inserted), ("unkeyed", inserted), ("step_extra", 0)]
+    )
     assert report.first is not None and report.first.seq == gone
     assert report.exit_code == 1
+
+
+async def test_a_missing_or_misdirected_dedup_key_is_reported(
+    settings: Settings, pool: asyncpg.Pool, recorded: list[int]
+) -> None:
+    """019: ids are deduplicated and found only through ledger_event_ids, so a sealed row
+    whose key was deleted, or whose key now names another row, is named (a warning: the
+    row itself is what the chain sealed), and a redelivery of that id is the consequence."""
+    dropped, moved = recorded[2], recorded[5]
+    await without_triggers(
+        pool,
+        "DELETE FROM ledger_event_ids WHERE event_id = "
+        "(SELECT event_id FROM event_ledger WHERE seq = $1)",
+        dropped,
+    )
+    await without_triggers(
+        pool,
+        "UPDATE ledger_event_ids SET seq = $2 WHERE event_id = "
+        "(SELECT event_id FROM event_ledger WHERE seq = $1)",
+        moved,
+        recorded[0],
+    )
+    report = await verify_db(settings)
+    unkeyed = sorted((f.seq, f.detail) for f in report.findings if f.kind == "unkeyed")
+    assert [seq for seq, _ in unkeyed] == [dropped, moved], report.findings
+    assert "has no key" in unkeyed[0][1]
+    assert f"a key naming row {recorded[0]}" in unkeyed[1][1]
+    assert report.counts == {"unkeyed": 2} and report.exit_code == 5
+    code, out, _ = await run_cli(settings, "verify")
+    assert code == 5 and "unkeyed" in out
 
 
 async def test_altered_link_is_reported(

@@ -118,7 +118,7 @@ ORDER BY l.seq, s.n
 ON CONFLICT (suggestion_id) DO NOTHING
 
 -- insert_resolutions --
--- Append recorded suggestion.resolved events once each, for suggestions of the same task that exist (a resolution that came first waits in the ledger).
+-- Append recorded suggestion.resolved events once each, for suggestions of the same task that exist (a resolution that came first waits in the ledger): this batch's ($1, ids, read by their keys in ledger_event_ids: 019) and those of tasks $2 (whose suggestions appeared now).
 INSERT INTO suggestion_resolutions
     (event_id, suggestion_id, task_id, resolution, resolved_by, note, resolved_at, source)
 SELECT l.event_id, s.suggestion_id, l.task_id,
@@ -126,11 +126,16 @@ SELECT l.event_id, s.suggestion_id, l.task_id,
        l.envelope -> 'data' ->> 'resolved_by',
        l.envelope -> 'data' ->> 'note',
        l.event_time, l.source
-FROM event_ledger AS l
+FROM (SELECT k.seq, k.received_at FROM ledger_event_ids AS k WHERE k.event_id = ANY($1::uuid[])
+      UNION
+      SELECT a.seq, a.received_at FROM event_ledger AS a
+      WHERE a.task_id = ANY($2::uuid[]) AND a.event_type = 'suggestion.resolved') AS w
+CROSS JOIN LATERAL (SELECT l.* FROM event_ledger AS l
+                    WHERE l.seq = w.seq AND l.received_at = w.received_at
+                      AND l.event_type = 'suggestion.resolved'
+                    LIMIT 1) AS l  -- one row per key; the LIMIT keeps this a per-key lookup
 JOIN task_suggestions AS s
   ON s.suggestion_id = (l.envelope -> 'data' ->> 'suggestion_id')::uuid
  AND s.task_id = l.task_id
-WHERE l.event_type = 'suggestion.resolved'
-  AND (l.event_id = ANY($1::uuid[]) OR l.task_id = ANY($2::uuid[]))
 ORDER BY l.seq
 ON CONFLICT (event_id) DO NOTHING

@@ -211,13 +211,23 @@ WHERE NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = e.task_id)
 ORDER BY e.event_id
 
 -- verify_pause_history_orphans --
--- pause_history rows naming an event the ledger does not hold (tasks of archived months, 014, left out).
+-- pause_history rows naming an event the ledger does not hold (tasks of archived months, 014, left out); 019: the event is found by its key (verify_unkeyed_rows checks that every row has its key).
 SELECT h.id, h.task_id, h.event_id
 FROM pause_history AS h
 WHERE h.event_id IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM event_ledger AS l WHERE l.event_id = h.event_id)
+  AND NOT EXISTS (SELECT 1 FROM ledger_event_ids AS k
+                  JOIN event_ledger AS l ON l.seq = k.seq AND l.received_at = k.received_at
+                  WHERE k.event_id = h.event_id)
   AND NOT EXISTS (SELECT 1 FROM ledger_archived_tasks AS a WHERE a.task_id = h.task_id)
 ORDER BY h.id
+
+-- verify_unkeyed_rows --
+-- Ledger rows whose id has no key in ledger_event_ids, or whose key names another row (019: ids are found and deduplicated only through the keys), in seq order.
+SELECT l.seq, l.event_id::text AS event_id, k.seq AS key_seq
+FROM event_ledger AS l
+LEFT JOIN ledger_event_ids AS k ON k.event_id = l.event_id
+WHERE k.event_id IS NULL OR k.seq <> l.seq OR k.received_at <> l.received_at
+ORDER BY l.seq
 
 -- verify_current_search_path --
 -- The session's search_path, to put verify's scratch tables first or last in it.
