@@ -34,7 +34,7 @@ import asyncpg
 from aiormq.abc import DeliveredMessage
 
 from consumer.broker.connection import confirm_channel, connect
-from consumer.broker.frames import deliver_inline
+from consumer.broker.frames import buffered_frames, deliver_inline
 from consumer.broker.topology import Names, declare_topology
 from consumer.core import metrics
 from consumer.core.retry import Backoff, pause
@@ -126,6 +126,7 @@ class Runner:
             raw = await consume_channel.get_underlay_channel()
             await raw.basic_qos(prefetch_count=self.settings.prefetch)
             tag = f"taskledger.{self.label}.{uuid.uuid4().hex}"
+            buffered_frames()  # whole frames straight from the read buffer (process-wide)
             deliver_inline(raw, tag, self._accept)  # no asyncio task per message
             ok = await raw.basic_consume(
                 self.queue, self._on_message, no_ack=False, consumer_tag=tag
