@@ -122,6 +122,13 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+#: Session settings of every taskledger connection. ``jit`` off: PostgreSQL compiles a
+#: statement whose estimated cost passes ``jit_above_cost``, and an estimate inflated by
+#: its correlated subqueries made `audit orphans` at 20M ledger rows compile 569
+#: functions (about 350 ms) to return 50 rows; these statements are short, by index.
+SESSION_SETTINGS = {"jit": "off"}
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("jsonb", "json"):
         await conn.set_type_codec(
@@ -140,8 +147,9 @@ async def create_pool(
     command_timeout: float | None = 60,
     server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """Open an asyncpg pool with JSON codecs (``server_settings``: session settings such
-    as ``statement_timeout``); raises :class:`DatabaseUnavailable`."""
+    """Open an asyncpg pool with JSON codecs and :data:`SESSION_SETTINGS`
+    (``server_settings``: more session settings, such as ``statement_timeout``); raises
+    :class:`DatabaseUnavailable`."""
     with translate_errors():
         pool = await asyncpg.create_pool(
             asyncpg_dsn(dsn),
@@ -149,16 +157,17 @@ async def create_pool(
             max_size=max_size,
             init=_init_connection,
             command_timeout=command_timeout,
-            server_settings=server_settings,
+            server_settings={**SESSION_SETTINGS, **(server_settings or {})},
         )
     assert pool is not None
     return pool
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
-    """Open one connection with JSON codecs; raises :class:`DatabaseUnavailable`."""
+    """Open one connection with JSON codecs and :data:`SESSION_SETTINGS`; raises
+    :class:`DatabaseUnavailable`."""
     with translate_errors():
-        conn = await asyncpg.connect(asyncpg_dsn(dsn))
+        conn = await asyncpg.connect(asyncpg_dsn(dsn), server_settings=SESSION_SETTINGS)
         await _init_connection(conn)
     return conn
 
