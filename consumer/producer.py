@@ -35,7 +35,7 @@ from consumer.broker.topology import Names
 from consumer.core.errors import BrokerUnavailable, MessageUnroutable
 from consumer.core.retry import Backoff, pause
 from consumer.core.settings import redact_text
-from contracts import EventType, make_event
+from contracts import EventType, make_event, new_id
 from contracts.binary import STRUCTURED_CONTENT_TYPE
 
 __all__ = ["Publisher"]
@@ -148,7 +148,7 @@ class Publisher:
             MessageUnroutable: no queue took it (not retried).
             BrokerUnavailable: no confirm after :attr:`attempts` publishes.
         """
-        event_id = id or uuid.uuid4()
+        event_id = id or new_id()  # time-ordered: contracts.ids
         body = self.build(
             type, data, subject=subject, id=event_id, time=time, extensions=extensions
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ from rich.table import Table
 from consumer import broker
 from consumer.core.settings import Settings
 from consumer.producer import Publisher
-from contracts import AgentType, ErrorCause, EventType, make_event
+from contracts import AgentType, ErrorCause, EventType, make_event, new_id
 
 SERVICES = (
     "kuma", "portainer", "dns", "auth", "traefik", "grafana", "prometheus", "nextcloud",
@@ -99,7 +98,7 @@ class _Agent:
 
 def _lifecycle(rng: random.Random, agent: _Agent, start: datetime) -> list[tuple[str, bytes]]:
     """One task's events in their natural order."""
-    task_id = uuid.uuid4()
+    task_id = new_id()
     services = rng.sample(SERVICES, rng.randint(1, 3))
     verb = rng.choice(list(VERBS))
     t = start
@@ -180,13 +179,13 @@ def _dispatch(rng: random.Random, agent_type: AgentType, t: datetime) -> tuple[s
                          "memory_mb": rng.choice((256, 1024, 4096))},
             "agent_type": agent_type.value, "priority": rng.randint(1, 5)}  # fmt: skip
     kind = EventType.DISPATCH_REQUESTED
-    return kind.value, make_event(kind, data, source="orchestrator", subject=uuid.uuid4(), time=t)
+    return kind.value, make_event(kind, data, source="orchestrator", subject=new_id(), time=t)
 
 
 def poison_messages(n: int, rng: random.Random) -> list[tuple[str, bytes]]:
     """``n`` invalid messages cycling through every dead-letter reason."""
     good = orjson.loads(make_event(EventType.TASK_APPROVED, {"approved_by": "x"},
-                                   source="orchestrator", subject=uuid.uuid4()))  # fmt: skip
+                                   source="orchestrator", subject=new_id()))  # fmt: skip
     kinds: list[tuple[str, bytes]] = [
         ("task.approved", b"{not json"),
         ("task.approved", orjson.dumps({**good, "data": {"approved_by": "x", "aproved": 1}})),

@@ -60,6 +60,7 @@ from contracts.events import (
     TaskStep,
 )
 from contracts.export import SCHEMA_DIR, check_schemas, export_schemas, json_schemas
+from contracts.ids import new_id
 from contracts.suggestions import (
     Suggestion,
     SuggestionResolution,
@@ -122,5 +123,6 @@ __all__ = [
     "export_schemas",
     "json_schemas",
     "make_event",
+    "new_id",
     "parse_task_subject",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
@@ -22,6 +22,7 @@ from contracts._types import Timestamp, Uuid, parse_uuid
 from contracts.bounds import ATTRIBUTE_MAX
 from contracts.enums import EventType
 from contracts.events import DATA_MODELS, DispatchAssigned, TaskRecoveryRequested
+from contracts.ids import new_id
 
 __all__ = [
     "CORE_ATTRIBUTES",
@@ -190,7 +191,7 @@ def make_event(
     ``data`` is the payload model, or a mapping validated into it. ``subject`` is the
     task UUID, required for ``task.*`` and ``dispatch.*``; for ``dispatch.assigned`` and
     ``task.recovery_requested`` it defaults to ``data.task_id``. ``id`` defaults to a
-    random UUID, ``time`` to now (UTC). ``extensions`` are extra top-level attributes
+    new time-ordered UUIDv7 (:func:`contracts.ids.new_id`), ``time`` to now (UTC). ``extensions`` are extra top-level attributes
     (lowercase alphanumeric names, at most 20 characters, as CloudEvents asks).
 
     Raises:
@@ -215,7 +216,7 @@ def make_event(
     subject_text = _subject_text(event_type, payload, subject)
     envelope: dict[str, Any] = {
         "specversion": "1.0",
-        "id": str(id if id is not None else uuid4()),
+        "id": str(id if id is not None else new_id()),
         "source": source,
         "type": event_type.value,
         "time": (time if time is not None else datetime.now(UTC)).isoformat(),

@@ -40,6 +40,7 @@ from contracts import (
     decode,
     json_schemas,
     make_event,
+    new_id,
 )
 from contracts.examples import EXAMPLE_SOURCES, EXAMPLE_TASK_ID, EXAMPLES, example_event
 from contracts.export import SCHEMA_DIR, export_schemas, render_schema
@@ -121,7 +122,20 @@ def test_make_event_defaults_id_and_time() -> None:
     event = decode(example_event(EventType.CAPACITY_REPORTED))
     assert event.time.tzinfo is not None
     assert before <= event.time <= datetime.now(UTC)
-    assert event.id.version == 4
+    assert event.id.version == 7  # time-ordered (contracts.ids): keeps the id index fast
+
+
+def test_new_ids_are_uuid7_ordered_by_their_millisecond() -> None:
+    ids = [new_id(at_ms=ms) for ms in (1_700_000_000_000, 1_700_000_000_001, 2**47)]
+    assert [i.version for i in ids] == [7, 7, 7]
+    assert all(str(i)[19] in "89ab" for i in ids)  # the RFC 9562 variant
+    assert ids == sorted(ids)
+    assert [i.int >> 80 for i in ids] == [1_700_000_000_000, 1_700_000_000_001, 2**47]
+    now = new_id()
+    assert abs((now.int >> 80) - datetime.now(UTC).timestamp() * 1000) < 5_000
+    assert len({new_id(at_ms=1) for _ in range(1000)}) == 1000  # 74 random bits apart
+    assert decode(make_event(EventType.TASK_REQUESTED, EXAMPLES[EventType.TASK_REQUESTED],
+                             source="orchestrator", subject=now, id=new_id())).task_id == now  # fmt: skip
 
 
 def test_outbound_subject_defaults_to_data_task_id() -> None:
