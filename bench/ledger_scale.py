@@ -278,7 +278,7 @@ async def breakdown(urls: dict[str, str], batches: int = 10) -> dict[str, dict[s
     """Where a write batch's time goes in each database: the per-task locks, the lookup of
     terminal events already recorded (``existing_terminal_events``: no partition key, so
     every partition's index is probed), the insert statement; medians in ms, rolled back."""
-    from consumer.ledger.inbox import task_lock_key
+    from consumer.ledger.inbox import task_lock_keys
     from consumer.store.db import q
 
     events = [e for e in simulated_events(batches * BATCH * 2 // 5 + 50, seed=13)
@@ -305,7 +305,8 @@ async def breakdown(urls: dict[str, str], batches: int = 10) -> dict[str, dict[s
                 await tr.start()
                 t0 = time.perf_counter()
                 await conn.execute(
-                    q("lock_tasks"), [task_lock_key(e.task_id) for e in batch if e.task_id]
+                    q("lock_tasks"),
+                    [k for e in batch if e.task_id for k in task_lock_keys(e.task_id)],
                 )
                 t1 = time.perf_counter()
                 await conn.fetch(q("existing_terminal_events"), list(ends))

@@ -15,9 +15,23 @@ from contracts import TERMINAL_EVENT_TYPES, Event
 log = logging.getLogger(__name__)
 
 
-def task_lock_key(task_id: uuid.UUID) -> int:
-    """The advisory-lock key that serialises writers of one task."""
-    return int.from_bytes(task_id.bytes[:8], "big", signed=True)
+def _signed64(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def task_lock_keys(task_id: uuid.UUID) -> tuple[int, int]:
+    """The advisory-lock keys that serialise writers of one task.
+
+    The first mixes both halves of the id: the first half of a time-ordered UUIDv7 is
+    mostly its millisecond, so tasks created in the same millisecond would otherwise
+    share a key and their writers wait on each other. The second is the first half
+    alone, the key of the release before: taking it as well keeps writers of both
+    releases apart from each other during a rolling upgrade (the next release can drop
+    it). ``lock_tasks`` takes every key of a batch in ascending order: no deadlocks.
+    """
+    high = int.from_bytes(task_id.bytes[:8], "big")
+    low = int.from_bytes(task_id.bytes[8:], "big")
+    return _signed64(high ^ low), _signed64(high)
 
 
 async def _conflicts(
@@ -60,7 +74,7 @@ async def record_events(
         return []
     task_ids = [e.task_id for e in events if e.task_id is not None]
     if task_ids:
-        await conn.execute(q("lock_tasks"), [task_lock_key(t) for t in task_ids])
+        await conn.execute(q("lock_tasks"), [k for t in task_ids for k in task_lock_keys(t)])
     conflicts = await _conflicts(conn, events)
     if conflicts:
         metrics.CONFLICTS.inc(len(conflicts))
