@@ -206,7 +206,8 @@ def verify(
 
     Exit 0: intact. Exit 1: sealed rows altered or removed behind the service's back
     (for example by a superuser with triggers disabled), a broken chain, a projection
-    that differs from its events, or --expect-head not found in the chain. Exit 5:
+    that differs from its events, a dedup key whose row is gone, or --expect-head not
+    found in the chain. Exit 5:
     nothing altered, but some rows are not sealed (written with
     TASKLEDGER_LEDGER_CHAIN=false, or inserted around the service), or are waiting for
     the sealer longer than TASKLEDGER_SEAL_BOUND_S (rows waiting less are pending: exit 0),

@@ -19,6 +19,8 @@ recomputes, in Python, each row's digest and each link's hash, and reports:
   recompute, that does not follow its predecessor, or whose arrays are unusable;
 - ``unkeyed``: a row whose id has no row in ``ledger_event_ids`` naming it (019: ids
   are deduplicated and looked up only through that table); a warning (exit 5);
+- ``dangling_key``: a key in ``ledger_event_ids`` whose row is gone outside the archived
+  months: later events with that id would be dropped as duplicates (exit 1);
 - ``anchor_missing``: ``--expect-head HEX`` is not a link of the current chain (the
   newest links were removed, or the chain was rewritten and recomputed);
 - projection findings (:mod:`consumer.ledger.verify_projections`).
@@ -308,15 +310,29 @@ async def _walk_rows(
         at = marker["seq"]
         found.add(Finding(kind="removed", seq=at,
                           detail=f"row {at}, listed for the sealer, is gone"))  # fmt: skip
+    return counted
+
+
+async def _walk_keys(conn: asyncpg.Connection, found: Collector) -> None:
+    """The key table against the ledger (019: ids are deduplicated and found only through
+    ``ledger_event_ids``): rows without their key, keys without their row."""
     async for row in conn.cursor(q("verify_unkeyed_rows"), prefetch=_PREFETCH):
         seq, key = row["seq"], row["key_seq"]
-        where = "no key" if key is None else f"a key naming row {key}"
+        what = (
+            "no key in ledger_event_ids: a re-delivery of this id would be recorded again"
+            if key is None
+            else f"a key naming row {key} in ledger_event_ids: a re-delivery of this id "
+            f"would be compared with row {key}"
+        )
+        found.add(Finding(kind="unkeyed", seq=seq, event_id=row["event_id"],
+                          detail=f"row {seq} (event {row['event_id']}) has {what}"))  # fmt: skip
+    async for row in conn.cursor(q("verify_dangling_keys"), prefetch=_PREFETCH):
+        seq, event_id = row["seq"], row["event_id"]
         found.add(Finding(
-            kind="unkeyed", seq=seq, event_id=row["event_id"],
-            detail=f"row {seq} (event {row['event_id']}) has {where} in ledger_event_ids: "
-            "a re-delivery of this id would not be recognised as a duplicate",
+            kind="dangling_key", seq=seq, event_id=event_id,
+            detail=f"the key of event {event_id} names row {seq}, which is gone (and not in an "
+            "archived month): every later event with this id would be taken for a duplicate",
         ))  # fmt: skip
-    return counted
 
 
 def tolerant_json(text: str) -> Any:
@@ -363,6 +379,7 @@ async def _snapshot(
             archived = await load_archived(conn)
             chain = await _walk_chain(conn, found, expect_head, archived)
             rows = await _walk_rows(conn, found, progress, seal_bound_s, archived)
+            await _walk_keys(conn, found)
             rows.archived_months, rows.archived_rows = archived.months, archived.rows
             if projections:
                 tasks = await check_projections(conn, found)

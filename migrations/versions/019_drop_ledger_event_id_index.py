@@ -12,7 +12,8 @@ The two statements that still looked an id up in the ledger itself now go throug
 key table (``insert_resolutions``, ``verify_pause_history_orphans``), as every other
 lookup by id already did. ``verify`` checks that the key table and the ledger agree
 (``verify_unkeyed_rows``): a row whose id has no key, or a key naming another row, is
-reported.
+reported; so is a key whose row is gone outside the archived months
+(``verify_dangling_keys``).
 
 Dropping an index on a partitioned table drops it on every partition (a short ACCESS
 EXCLUSIVE lock on each, no rewrite). Months already archived (014) were detached with

@@ -59,6 +59,13 @@ async def test_deleted_newest_link_and_rows_need_the_anchor(
         pool, "DELETE FROM event_ledger WHERE seq = ANY($1::bigint[])", newest["seqs"]
     )
     await without_triggers(pool, "DELETE FROM ledger_chain WHERE link = $1", newest["link"])
+    # the ids' keys outlive their rows: caught without an anchor (019) ...
+    gone = await _verify(settings)
+    assert {f.kind for f in gone.findings} >= {"dangling_key"} and gone.exit_code == 1
+    # ... unless the tamperer deletes them too
+    await without_triggers(
+        pool, "DELETE FROM ledger_event_ids WHERE seq = ANY($1::bigint[])", newest["seqs"]
+    )
     await without_triggers(pool, "DELETE FROM execution_logs WHERE task_id NOT IN "
                      "(SELECT task_id FROM event_ledger WHERE task_id IS NOT NULL)")  # fmt: skip
     await without_triggers(pool, "DELETE FROM tasks WHERE task_id NOT IN "

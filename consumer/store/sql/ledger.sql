@@ -211,7 +211,7 @@ WHERE NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.task_id = e.task_id)
 ORDER BY e.event_id
 
 -- verify_pause_history_orphans --
--- pause_history rows naming an event the ledger does not hold (tasks of archived months, 014, left out); 019: the event is found by its key (verify_unkeyed_rows checks that every row has its key).
+-- pause_history rows naming an event the ledger does not hold (events and tasks of archived months, 014, left out); 019: the event is found by its key (verify_unkeyed_rows checks that every row has its key).
 SELECT h.id, h.task_id, h.event_id
 FROM pause_history AS h
 WHERE h.event_id IS NOT NULL
@@ -219,6 +219,12 @@ WHERE h.event_id IS NOT NULL
                   JOIN event_ledger AS l ON l.seq = k.seq AND l.received_at = k.received_at
                   WHERE k.event_id = h.event_id)
   AND NOT EXISTS (SELECT 1 FROM ledger_archived_tasks AS a WHERE a.task_id = h.task_id)
+  -- an event recorded in a month since archived (rows of no task, such as a pause of all)
+  AND NOT EXISTS (SELECT 1 FROM ledger_event_ids AS k
+                  JOIN ledger_archives AS a
+                    ON k.received_at >= a.month::timestamp AT TIME ZONE 'UTC'
+                   AND k.received_at < (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC'
+                  WHERE k.event_id = h.event_id)
 ORDER BY h.id
 
 -- verify_unkeyed_rows --
@@ -228,6 +234,17 @@ FROM event_ledger AS l
 LEFT JOIN ledger_event_ids AS k ON k.event_id = l.event_id
 WHERE k.event_id IS NULL OR k.seq <> l.seq OR k.received_at <> l.received_at
 ORDER BY l.seq
+
+-- verify_dangling_keys --
+-- Keys in ledger_event_ids whose ledger row is gone, outside the archived months (014): such a key makes every later event with its id count as a duplicate of an archived event (acknowledged, not recorded); in seq order.
+SELECT k.seq, k.event_id::text AS event_id
+FROM ledger_event_ids AS k
+WHERE NOT EXISTS (SELECT 1 FROM event_ledger AS l
+                  WHERE l.seq = k.seq AND l.received_at = k.received_at)
+  AND NOT EXISTS (SELECT 1 FROM ledger_archives AS a
+                  WHERE k.received_at >= a.month::timestamp AT TIME ZONE 'UTC'
+                    AND k.received_at < (a.month + interval '1 month')::timestamp AT TIME ZONE 'UTC')
+ORDER BY k.seq
 
 -- verify_current_search_path --
 -- The session's search_path, to put verify's scratch tables first or last in it.
