@@ -72,7 +72,7 @@ async def record_events(
     """
     if not events:
         return []
-    task_ids = [e.task_id for e in events if e.task_id is not None]
+    task_ids = {e.task_id for e in events if e.task_id is not None}
     if task_ids:
         await conn.execute(q("lock_tasks"), [k for t in task_ids for k in task_lock_keys(t)])
     conflicts = await _conflicts(conn, events)

@@ -393,7 +393,8 @@ class LedgerTaskTerminal(Base):
 class LedgerTaskDispatch(Base):
     """The first ``dispatch.requested`` recorded for a task (016): the dispatches listing.
 
-    Written by the ledger's insert statement; append-only, not partitioned, never archived."""
+    Kept by a statement trigger on ``event_ledger`` (every writer, also one of the release
+    before); append-only, not partitioned, never archived."""
 
     __tablename__ = "ledger_task_dispatches"
     __table_args__ = (Index("ix_ledger_task_dispatches_requested_at", "requested_at", "task_id"),)
@@ -409,8 +410,8 @@ class LedgerTasklessEvent(Base):
     """A ``task.*`` event recorded while its task had no ``tasks`` row (016): the
     candidates of the orphans listing's ``no_task`` kind.
 
-    Listed by the ledger's insert statement, forgotten by a trigger on ``tasks`` when the
-    row is created. Derived state, not part of the tamper-evident record: mutable."""
+    Listed by a statement trigger on ``event_ledger``, forgotten by a trigger on ``tasks``
+    when the row is created. Derived state, not part of the tamper-evident record: mutable."""
 
     __tablename__ = "ledger_taskless_events"
     __table_args__ = (Index("ix_ledger_taskless_events_received_at", "received_at", "seq"),)
