@@ -26,36 +26,12 @@ from consumer.core.settings import Settings
 from consumer.http.app import create_app
 from consumer.queries import reads
 from consumer.queries.dispatches import dispatches
-from contracts import EventType, make_event
 from tests.support.processes import run_cli
 from tests.support.traffic import burst, lifecycle, publish
+from tests.support.traffic import capacity_report as report
+from tests.support.traffic import dispatch_request as request
 
 pytestmark = pytest.mark.asyncio
-
-
-def request(task_id: uuid.UUID, *, mem: int = 600, priority: int = 3) -> tuple[str, bytes]:
-    """A ``dispatch.requested`` message for ``task_id`` (infra, ``mem`` MB)."""
-    data = {
-        "work_plan": {"task": f"work {task_id}"},
-        "required": {"gpu_vram_mb": 0, "cpu_cores": 1, "memory_mb": mem},
-        "agent_type": "infra",
-        "priority": priority,
-    }
-    body = make_event(EventType.DISPATCH_REQUESTED, data, source="orchestrator", subject=task_id)
-    return EventType.DISPATCH_REQUESTED.value, body
-
-
-def report(agent_id: str = "infra-01", *, mem: int = 1000) -> tuple[str, bytes]:
-    """A ``capacity.reported`` message: ``mem`` MB free, usable."""
-    data = {
-        "agent_id": agent_id,
-        "agent_type": "infra",
-        "free": {"gpu_vram_mb": 0, "cpu_cores": 8, "memory_mb": mem},
-        "load_pct": 10.0,
-        "accepting": True,
-    }
-    body = make_event(EventType.CAPACITY_REPORTED, data, source=f"agents/{agent_id}")
-    return EventType.CAPACITY_REPORTED.value, body
 
 
 @dataclass

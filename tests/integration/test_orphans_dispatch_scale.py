@@ -25,9 +25,8 @@ from consumer.core.settings import Settings
 from consumer.queries import reads
 from consumer.queries.dispatches import dispatches
 from consumer.store.db import q
-from contracts import EventType, make_event
 from tests.support.seed import add_event
-from tests.support.traffic import burst, lifecycle, publish
+from tests.support.traffic import burst, capacity_report, dispatch_request, lifecycle, publish
 
 pytestmark = pytest.mark.asyncio
 
@@ -181,29 +180,6 @@ async def test_orphans_of_each_kind_appear_and_resolve(
     assert {r["status"] for r in statuses} == {"completed"}
 
 
-def _request(task_id: uuid.UUID, *, mem: int, priority: Any = 3) -> tuple[str, bytes]:
-    data = {
-        "work_plan": {"task": f"work {task_id}"},
-        "required": {"gpu_vram_mb": 0, "cpu_cores": 1, "memory_mb": mem},
-        "agent_type": "infra",
-        "priority": priority,
-    }
-    body = make_event(EventType.DISPATCH_REQUESTED, data, source="orchestrator", subject=task_id)
-    return EventType.DISPATCH_REQUESTED.value, body
-
-
-def _report(mem: int) -> tuple[str, bytes]:
-    data = {
-        "agent_id": "infra-01",
-        "agent_type": "infra",
-        "free": {"gpu_vram_mb": 0, "cpu_cores": 8, "memory_mb": mem},
-        "load_pct": 10.0,
-        "accepting": True,
-    }
-    body = make_event(EventType.CAPACITY_REPORTED, data, source="agents/infra-01")
-    return EventType.CAPACITY_REPORTED.value, body
-
-
 def _dispatch_args() -> Iterator[tuple[Any, ...]]:
     """Filters of the dispatches listing: every state, an agent, a time, page sizes."""
     for status in (None, "waiting", "assigned", "cancelled", "requested"):
@@ -224,12 +200,14 @@ async def test_dispatches_listing_is_unchanged(
     ``ledger_task_dispatches`` equals the ledger scan for every filter and page."""
     admitted, waiting, cancelled, repeated = (uuid.uuid4() for _ in range(4))
     await publish(amqp, settings, [
-        _report(1000), _request(admitted, mem=600), _request(waiting, mem=600, priority=2),
-        _request(cancelled, mem=600, priority=4), _request(repeated, mem=100),
+        capacity_report(mem=1000), dispatch_request(admitted, mem=600), dispatch_request(waiting, mem=600, priority=2),
+        dispatch_request(cancelled, mem=600, priority=4), dispatch_request(repeated, mem=100),
     ])  # fmt: skip
     await burst(settings, only=None)
     await publish(
-        amqp, settings, [_request(repeated, mem=200), *lifecycle(cancelled, terminal="rejected")]
+        amqp,
+        settings,
+        [dispatch_request(repeated, mem=200), *lifecycle(cancelled, terminal="rejected")],
     )
     await burst(settings, only=None)
     await CapacityHandler(settings).cancel_finished(pool)

@@ -77,6 +77,31 @@ def lifecycle(
     return out
 
 
+def dispatch_request(task_id: uuid.UUID, *, mem: int = 600, priority: int = 3) -> Message:
+    """A ``dispatch.requested`` message for ``task_id`` (infra, ``mem`` MB)."""
+    data = {
+        "work_plan": {"task": f"work {task_id}"},
+        "required": {"gpu_vram_mb": 0, "cpu_cores": 1, "memory_mb": mem},
+        "agent_type": "infra",
+        "priority": priority,
+    }
+    body = make_event(EventType.DISPATCH_REQUESTED, data, source="orchestrator", subject=task_id)
+    return EventType.DISPATCH_REQUESTED.value, body
+
+
+def capacity_report(agent_id: str = "infra-01", *, mem: int = 1000) -> Message:
+    """A ``capacity.reported`` message: ``mem`` MB free, usable."""
+    data = {
+        "agent_id": agent_id,
+        "agent_type": "infra",
+        "free": {"gpu_vram_mb": 0, "cpu_cores": 8, "memory_mb": mem},
+        "load_pct": 10.0,
+        "accepting": True,
+    }
+    body = make_event(EventType.CAPACITY_REPORTED, data, source=f"agents/{agent_id}")
+    return EventType.CAPACITY_REPORTED.value, body
+
+
 async def publish(
     connection: aio_pika.abc.AbstractConnection, settings: Settings, messages: Sequence[Message]
 ) -> None:
